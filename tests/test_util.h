@@ -1,0 +1,31 @@
+// Shared helpers for mnemo's tests: where the real models and test data live.
+#pragma once
+
+#include <string>
+
+namespace mnemo::testing {
+
+// The source tree root (MNEMO_SOURCE_DIR at build time).
+std::string SourceDir();
+// tests/data/<name>.
+std::string TestDataPath(const std::string& name);
+// ../shared/models/stories260K.gguf (or $MNEMO_STORIES_GGUF).
+std::string StoriesGgufPath();
+// models/SmolLM2-135M-Instruct.Q4_1.gguf, fetched by tools/fetch-model.sh (or
+// $MNEMO_SMOLLM2_GGUF).
+std::string SmolLm2GgufPath();
+// A fresh empty directory under the test temp dir, removed at process exit.
+std::string MakeTempDir();
+
+bool FileExists(const std::string& path);
+
+}  // namespace mnemo::testing
+
+// Skips the current test with a message naming the missing file and how to get it.
+#define MNEMO_REQUIRE_FILE(path)                                                       \
+  do {                                                                                 \
+    if (!::mnemo::testing::FileExists(path)) {                                         \
+      GTEST_SKIP() << "missing " << (path)                                             \
+                   << " (run tools/fetch-model.sh; the README's test command does)";  \
+    }                                                                                  \
+  } while (0)

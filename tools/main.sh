@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on a fresh Debian 12 machine: installs dependencies, builds, fetches the
+# real model and shows what mnemo reads from it.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash tools/setup.sh
+bash tools/build.sh
+bash tools/fetch-model.sh
+BUILD="${MNEMO_BUILD_DIR:-$ROOT/build}"
+"$BUILD/mnemo" inspect models/SmolLM2-135M-Instruct.Q4_1.gguf
