@@ -48,7 +48,7 @@ absl::Status CheckPositive(const char* field, float v) {
 
 }  // namespace
 
-std::string_view ArchitectureName(Architecture a) { return kArchNames[static_cast<size_t>(a)]; }
+std::string_view ArchName(Architecture a) { return kArchNames[static_cast<size_t>(a)]; }
 
 std::optional<Architecture> ArchitectureFromName(std::string_view name) {
   for (size_t i = 0; i < std::size(kArchNames); ++i) {
@@ -137,7 +137,7 @@ std::string ModelConfig::ToJson() const {
     r["attn_factor"] = ShortestDouble(rope.attn_factor);
   }
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  j["arch"] = std::string(ArchitectureName(arch));
+  j["arch"] = std::string(ArchName(arch));
   j["arch_name"] = arch_name;
   j["name"] = name;
   j["n_layers"] = n_layers;

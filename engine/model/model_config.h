@@ -22,7 +22,7 @@ class GgufFile;
 enum class Architecture : uint8_t { kLlama, kMistral, kQwen2, kQwen3 };
 
 // "llama", "mistral", "qwen2", "qwen3" (as in HF model_type and GGUF general.architecture).
-std::string_view ArchitectureName(Architecture a);
+std::string_view ArchName(Architecture a);
 std::optional<Architecture> ArchitectureFromName(std::string_view name);
 
 enum class RopeScalingKind : uint8_t { kNone, kLinear, kLlama3, kYarn };

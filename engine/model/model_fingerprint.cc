@@ -44,7 +44,7 @@ class Writer {
 };
 
 void WriteConfig(const ModelConfig& c, Writer& w) {
-  w.Str(ArchitectureName(c.arch));
+  w.Str(ArchName(c.arch));
   for (int v : {c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.d_ff, c.vocab_size,
                 c.context_length}) {
     w.I64(v);

@@ -110,7 +110,7 @@ std::vector<uint8_t> Encode(DType dtype, const std::vector<float>& values,
 }
 
 std::string ArchGgufName(Architecture a) {
-  return a == Architecture::kMistral ? "llama" : std::string(ArchitectureName(a));
+  return a == Architecture::kMistral ? "llama" : std::string(ArchName(a));
 }
 
 std::string HfClassName(Architecture a) {
@@ -182,7 +182,7 @@ std::string HfConfigJson(const TestModelOptions& opts, const ModelConfig& c) {
   OrderedJson j;
   j["_name_or_path"] = c.name;
   j["architectures"] = {HfClassName(opts.arch)};
-  j["model_type"] = std::string(ArchitectureName(opts.arch));
+  j["model_type"] = std::string(ArchName(opts.arch));
   j["hidden_size"] = c.d_model;
   j["intermediate_size"] = c.d_ff;
   j["num_hidden_layers"] = c.n_layers;
@@ -360,8 +360,8 @@ absl::StatusOr<ModelConfig> TestModelConfig(const TestModelOptions& opts) {
   }
   ModelConfig c;
   c.arch = (gguf && opts.arch == Architecture::kMistral) ? Architecture::kLlama : opts.arch;
-  c.arch_name = gguf ? ArchGgufName(opts.arch) : std::string(ArchitectureName(opts.arch));
-  c.name = absl::StrCat("mnemo-test-", AsAbsl(ArchitectureName(opts.arch)), "-", AsAbsl(info.name));
+  c.arch_name = gguf ? ArchGgufName(opts.arch) : std::string(ArchName(opts.arch));
+  c.name = absl::StrCat("mnemo-test-", AsAbsl(ArchName(opts.arch)), "-", AsAbsl(info.name));
   c.n_layers = opts.n_layers;
   c.d_model = opts.d_model;
   c.n_heads = opts.n_heads;

@@ -334,7 +334,7 @@ TEST(ModelConfig, ToJsonIsStableAndReadable) {
 TEST(ModelConfig, Names) {
   for (Architecture a :
        {Architecture::kLlama, Architecture::kMistral, Architecture::kQwen2, Architecture::kQwen3}) {
-    EXPECT_EQ(ArchitectureFromName(ArchitectureName(a)), a);
+    EXPECT_EQ(ArchitectureFromName(ArchName(a)), a);
   }
   EXPECT_EQ(ArchitectureFromName("gemma"), std::nullopt);
   EXPECT_EQ(RopeScalingKindName(RopeScalingKind::kYarn), "yarn");

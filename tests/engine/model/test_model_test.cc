@@ -36,9 +36,8 @@ std::string ReadText(const std::string& path) {
 }
 
 std::string OutPath(const std::string& dir, const TestModelOptions& o) {
-  return absl::StrCat(dir, "/", AsAbsl(ArchitectureName(o.arch)), "-",
-                      AsAbsl(kernels::DTypeName(o.dtype)), "-", o.seed,
-                      o.format == TestModelFormat::kGguf ? ".gguf" : "");
+  return absl::StrCat(dir, "/", AsAbsl(ArchName(o.arch)), "-", AsAbsl(kernels::DTypeName(o.dtype)),
+                      "-", o.seed, o.format == TestModelFormat::kGguf ? ".gguf" : "");
 }
 
 // The largest round-trip error the dtype's quantizer allows for a row whose largest
@@ -121,8 +120,7 @@ void RoundTrip(TestModelFormat format, std::span<const DType> dtypes) {
       o.format = format;
       o.seed = 7;
       o.tied_embeddings = arch == Architecture::kQwen3;  // both kinds of output projection
-      SCOPED_TRACE(
-          absl::StrCat(AsAbsl(ArchitectureName(arch)), " ", AsAbsl(kernels::DTypeName(dtype))));
+      SCOPED_TRACE(absl::StrCat(AsAbsl(ArchName(arch)), " ", AsAbsl(kernels::DTypeName(dtype))));
       const std::string path = OutPath(dir, o);
       absl::Status s = WriteTestModel(o, path);
       ASSERT_TRUE(s.ok()) << s;
