@@ -7,10 +7,12 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "engine/model/gguf.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -193,31 +195,28 @@ TEST(ChatTemplate, SmolLm2DefaultSystemPromptIsReadFromTheSource) {
   EXPECT_EQ(ChatTemplate::Detect(other, "", "").variant().default_system, "Tu es 'utile'.");
 }
 
-// Reads tokenizer.chat_template straight out of the GGUF bytes (the GGUF reader lives in
-// another module): u64 key length, key, u32 type 8 (string), u64 length, bytes.
-TEST(ChatTemplate, SmolLm2GgufTemplateIsTheLiteral) {
+// The real model: its tokenizer.chat_template is the literal above, and with the BOS/EOS
+// texts of its own vocabulary it renders SmolLM2's default system prompt.
+TEST(ChatTemplate, SmolLm2GgufTemplate) {
   const std::string path = mnemo::testing::SmolLm2GgufPath();
   MNEMO_REQUIRE_FILE(path);
-  std::ifstream in(path, std::ios::binary);
-  std::string head(8 << 20, '\0');
-  in.read(head.data(), static_cast<std::streamsize>(head.size()));
-  head.resize(static_cast<size_t>(in.gcount()));
-  const std::string key = "tokenizer.chat_template";
-  const size_t at = head.find(key);
-  ASSERT_NE(at, std::string::npos);
-  size_t p = at + key.size();
-  ASSERT_LE(p + 12, head.size());
-  uint32_t type;
-  uint64_t len;
-  std::memcpy(&type, head.data() + p, 4);
-  std::memcpy(&len, head.data() + p + 4, 8);
-  ASSERT_EQ(type, 8u);
-  ASSERT_LE(p + 12 + len, head.size());
-  const std::string source = head.substr(p + 12, len);
-  EXPECT_EQ(source, kSmolLm2Template);
-  const ChatTemplate t = ChatTemplate::Detect(source, "<|im_start|>", "<|im_end|>");
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<std::string> source = (*file)->GetString("tokenizer.chat_template");
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(*source, kSmolLm2Template);
+  absl::StatusOr<const GgufValue::Array*> tokens = (*file)->GetArray("tokenizer.ggml.tokens");
+  absl::StatusOr<int64_t> bos = (*file)->GetInt("tokenizer.ggml.bos_token_id");
+  absl::StatusOr<int64_t> eos = (*file)->GetInt("tokenizer.ggml.eos_token_id");
+  ASSERT_TRUE(tokens.ok() && bos.ok() && eos.ok());
+  const std::string bos_text = *(**tokens)[static_cast<size_t>(*bos)].AsString();
+  const std::string eos_text = *(**tokens)[static_cast<size_t>(*eos)].AsString();
+  EXPECT_EQ(eos_text, "<|im_end|>");
+  const ChatTemplate t = ChatTemplate::Detect(*source, bos_text, eos_text);
   EXPECT_EQ(t.family(), ChatTemplateFamily::kChatMl);
   EXPECT_EQ(t.variant().default_system, kSmolLm2System);
+  EXPECT_FALSE(t.renders_bos());
+  EXPECT_EQ(t.assistant_end(), eos_text + "\n");
 }
 
 TEST(ChatTemplate, FamilyNamesRoundTrip) {
