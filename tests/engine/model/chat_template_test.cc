@@ -353,5 +353,63 @@ TEST(ChatTemplate, Llama32DateComesFromTheClock) {
   EXPECT_EQ(t31.variant().date_string, "26 Jul 2024");
 }
 
+// Template sources come from model files: Detect() must take any bytes. Random sources built
+// from template fragments (unterminated tags and literals, stray escapes, markers of every
+// family) never crash it, and whatever it detects renders or fails cleanly.
+TEST(ChatTemplate, DetectSurvivesArbitrarySources) {
+  const std::vector<std::string> pieces = {"{{",
+                                           "}}",
+                                           "{%",
+                                           "%}",
+                                           "{#",
+                                           "#}",
+                                           "'",
+                                           "\"",
+                                           "\\",
+                                           "\\u12",
+                                           "\\x4",
+                                           "\n",
+                                           " ",
+                                           "<|im_start|>",
+                                           "<|im_end|>",
+                                           "system\n",
+                                           "<|start_header_id|>",
+                                           "Cutting Knowledge Date",
+                                           "[INST]",
+                                           "<<SYS>>",
+                                           "<start_of_turn>",
+                                           "<|user|>",
+                                           "<|end|>",
+                                           "eos_token",
+                                           "bos_token",
+                                           "message['content']",
+                                           "+",
+                                           "set date_string = ",
+                                           "user_messages[-1]",
+                                           "\xff",
+                                           "add_generation_prompt"};
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  const std::vector<ChatMessage> m = {{"system", "s"}, {"user", "u"}};
+  int detected = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string src;
+    const size_t n = next() % 24;
+    for (size_t i = 0; i < n; ++i) src += pieces[next() % pieces.size()];
+    const ChatTemplate t = ChatTemplate::Detect(src, "<s>", "</s>");
+    const absl::StatusOr<std::string> out = t.Render(m, true);
+    if (!out.ok()) {
+      EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument) << src;
+    }
+    detected += t.family() != ChatTemplateFamily::kUnknown;
+  }
+  EXPECT_GT(detected, 0);
+}
+
 }  // namespace
 }  // namespace mnemo::engine
