@@ -177,6 +177,8 @@ class GgufBuilder {
   absl::Status AddTensor(std::string name, std::vector<int64_t> ne, kernels::DType dtype,
                          std::vector<uint8_t> data);
 
+  // Version 3. Alignment 32, or the value of `general.alignment` when that is set to a
+  // power of two up to 1 GiB (any other value is written as given, and readers reject it).
   std::vector<uint8_t> Serialize() const;
   // Writes atomically: a temporary file in the same folder, fsync, rename.
   absl::Status WriteFile(const std::string& path) const;

@@ -54,6 +54,15 @@ inline uint64_t MinEncodedSize(GgufType t) {
   return FixedSize(t);
 }
 
+inline bool IsUnsignedType(GgufType t) {
+  return t == GgufType::kUint8 || t == GgufType::kUint16 || t == GgufType::kUint32 ||
+         t == GgufType::kUint64;
+}
+inline bool IsSignedType(GgufType t) {
+  return t == GgufType::kInt8 || t == GgufType::kInt16 || t == GgufType::kInt32 ||
+         t == GgufType::kInt64;
+}
+
 inline bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
 // `v` rounded up to a multiple of `align` (a power of two); nullopt on overflow.
