@@ -134,7 +134,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Open(const std::string& path) {
 }
 
 absl::Status Model::OpenGguf(const std::string& path) {
-  MNEMO_MODEL_ASSIGN_OR_RETURN(gguf_, GgufFile::Open(path));
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = GgufFile::Open(path);
+  if (!file.ok()) {
+    // Parse errors name the field and offset but not the file.
+    if (file.status().message().find(AsAbsl(path)) != absl::string_view::npos) {
+      return file.status();
+    }
+    return model_internal::Annotate(file.status(), path);
+  }
+  gguf_ = *std::move(file);
   file_bytes_ = gguf_->file_size();
   gguf_version_ = gguf_->version();
   absl::StatusOr<ModelConfig> config = ConfigFromGguf(*gguf_);

@@ -273,6 +273,30 @@ TEST(TestModel, TokenizerData) {
   EXPECT_THAT(d.chat_template, HasSubstr("add_generation_prompt"));
 }
 
+// The tokenizer is real: both formats load it, and the merges apply.
+TEST(TestModel, TokenizerEncodesWithMerges) {
+  const std::string dir = testing::MakeTempDir();
+  for (TestModelFormat format : {TestModelFormat::kGguf, TestModelFormat::kSafetensors}) {
+    TestModelOptions o;
+    o.format = format;
+    o.n_layers = 1;
+    const std::string path = dir + (format == TestModelFormat::kGguf ? "/m.gguf" : "/m");
+    ASSERT_TRUE(WriteTestModel(o, path).ok());
+    auto m = Model::Open(path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto tok = Tokenizer::Create((*m)->tokenizer_data());
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    EncodeOptions eo;
+    eo.parse_special = true;
+    const std::vector<TokenId> ids = (*tok)->Encode("<|im_start|>Hello world<|im_end|>", eo);
+    // "Hello" and " world" are single merged tokens (ranks 25 and 22).
+    EXPECT_EQ(ids, (std::vector<TokenId>{kTestModelImStart, 256 + 25, 256 + 22, kTestModelImEnd}));
+    EXPECT_EQ((*tok)->Decode(ids), "Hello world");
+    EXPECT_TRUE((*tok)->IsEog(kTestModelImEnd));
+    EXPECT_EQ((*m)->tokenizer_data().chat_template, TestModelTokenizerData().chat_template);
+  }
+}
+
 TEST(TestModel, BadOptionsAreNamed) {
   const std::string dir = testing::MakeTempDir();
   auto error = [&](auto edit) {
