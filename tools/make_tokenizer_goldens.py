@@ -111,6 +111,32 @@ CASES = [
 ]
 
 
+def random_cases(count=40, seed=1234):
+    """Seeded random texts over many scripts, whitespace kinds, digits and emoji."""
+    import random
+    rng = random.Random(seed)
+    ranges = [(0x61, 0x7A), (0x41, 0x5A), (0x30, 0x39), (0x20, 0x2F), (0x3A, 0x40), (0xA0, 0xFF),
+              (0x100, 0x17F), (0x300, 0x36F), (0x391, 0x3C9), (0x410, 0x44F), (0x5D0, 0x5EA),
+              (0x627, 0x64A), (0x660, 0x669), (0x905, 0x939), (0xE01, 0xE30), (0x2000, 0x206F),
+              (0x3000, 0x303F), (0x3041, 0x3096), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3),
+              (0xFF01, 0xFF5E), (0x1F300, 0x1F64F), (0x1F1E6, 0x1F1FF), (0x1F900, 0x1F9FF)]
+    pieces = [" ", "  ", "\n", "\n\n", "\t", "\r\n", "\u200d", "'s", "'LL", "123", "3.14", "\u0085"]
+    cases = []
+    for i in range(count):
+        out = []
+        for _ in range(rng.randint(1, 60)):
+            if rng.random() < 0.2:
+                out.append(rng.choice(pieces))
+            else:
+                lo, hi = rng.choice(ranges)
+                out.append(chr(rng.randint(lo, hi)))
+        cases.append(("random %d" % i, "".join(out)))
+    return cases
+
+
+CASES += random_cases()
+
+
 def split_runs(data: bytes):
     """Maximal valid UTF-8 runs (str) and single invalid bytes (int), in order."""
     out = []
