@@ -26,10 +26,10 @@ constexpr const char* kGpt2Regex =
 // Llama 3 (tiktoken cl100k-style): case-insensitive contractions, a letter run with at most
 // one leading non-letter/non-digit (not a newline), 1-3 digits, punctuation with trailing
 // newlines, newline runs, whitespace.
-#define MNEMO_CL100K(DIGITS)                                                                  \
-  R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)" DIGITS R"(| ?[^)" MNEMO_SP     \
-  R"(\p{L}\p{N}]+[\r\n]*|[)" MNEMO_SP R"(]*[\r\n]+|[)" MNEMO_SP R"(]+(?![^)" MNEMO_SP R"(])|[)" \
-      MNEMO_SP R"(]+)"
+#define MNEMO_CL100K(DIGITS)                                                             \
+  R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|)" DIGITS R"(| ?[^)" MNEMO_SP \
+  R"(\p{L}\p{N}]+[\r\n]*|[)" MNEMO_SP R"(]*[\r\n]+|[)" MNEMO_SP R"(]+(?![^)" MNEMO_SP    \
+  R"(])|[)" MNEMO_SP R"(]+)"
 
 constexpr const char* kLlama3Regex = MNEMO_CL100K(R"(\p{N}{1,3})");
 constexpr const char* kQwen2Regex = MNEMO_CL100K(R"(\p{N})");
@@ -96,9 +96,9 @@ std::string_view PreTokenizer::Family(std::string_view name) {
 absl::StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::Create(std::string_view name) {
   const std::string_view family = Family(name);
   if (family.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("unsupported BPE pre-tokenizer \"",
-                                                   AsAbsl(name), "\" (tokenizer.ggml.pre); supported: ",
-                                                   SupportedNames()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported BPE pre-tokenizer \"", AsAbsl(name),
+                     "\" (tokenizer.ggml.pre); supported: ", SupportedNames()));
   }
   std::unique_ptr<PreTokenizer> pre(new PreTokenizer());
   for (const char* regex : StagesOf(family)) {

@@ -24,14 +24,12 @@ SpecialTokenMatcher::SpecialTokenMatcher(const TokenizerData& data) {
   }
   for (auto& list : by_first_byte_) {
     // Longest first; equal texts keep the lowest id first (stable).
-    std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) {
-      return a.first.size() > b.first.size();
-    });
+    std::stable_sort(list.begin(), list.end(),
+                     [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   }
 }
 
-std::vector<SpecialTokenMatcher::Fragment> SpecialTokenMatcher::Split(
-    std::string_view text) const {
+std::vector<SpecialTokenMatcher::Fragment> SpecialTokenMatcher::Split(std::string_view text) const {
   std::vector<Fragment> out;
   size_t raw_begin = 0;
   for (size_t pos = 0; pos < text.size();) {
@@ -58,8 +56,7 @@ std::vector<SpecialTokenMatcher::Fragment> SpecialTokenMatcher::Split(
 
 TokenizerBase::TokenizerBase(TokenizerData data) : Tokenizer(std::move(data)), special_(data_) {}
 
-std::vector<TokenId> TokenizerBase::Encode(std::string_view text,
-                                           const EncodeOptions& opts) const {
+std::vector<TokenId> TokenizerBase::Encode(std::string_view text, const EncodeOptions& opts) const {
   std::vector<TokenId> out;
   out.reserve(text.size() / 3 + 2);
   if (opts.add_bos.value_or(data_.add_bos) && data_.bos != kNoToken) out.push_back(data_.bos);
@@ -132,9 +129,8 @@ absl::Status Validate(TokenizerData& d) {
   if (d.tokens.empty()) return absl::InvalidArgumentError("tokenizer: empty vocabulary");
   if (d.types.empty()) d.types.assign(d.tokens.size(), TokenType::kNormal);
   if (d.types.size() != d.tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer: ", d.types.size(),
-                                                   " token types for ", d.tokens.size(),
-                                                   " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer: ", d.types.size(), " token types for ", d.tokens.size(), " tokens"));
   }
   for (size_t i = 0; i < d.types.size(); ++i) {
     const auto t = static_cast<int32_t>(d.types[i]);
@@ -144,8 +140,8 @@ absl::Status Validate(TokenizerData& d) {
     }
   }
   if (!d.scores.empty() && d.scores.size() != d.tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer: ", d.scores.size(),
-                                                   " scores for ", d.tokens.size(), " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer: ", d.scores.size(), " scores for ", d.tokens.size(), " tokens"));
   }
   for (const auto& [id, what] : {std::pair{d.bos, "BOS"}, std::pair{d.eos, "EOS"},
                                  std::pair{d.eot, "EOT"}, std::pair{d.unk, "unknown-token"},
@@ -186,8 +182,8 @@ std::string Tokenizer::Decode(std::span<const TokenId> ids, bool render_special)
 }
 
 std::string Tokenizer::Decode(std::span<const TokenId> ids, const DecodeOptions& opts) const {
-  const bool strip = opts.strip_leading_space && data_.kind == TokenizerKind::kSpm &&
-                     data_.add_space_prefix;
+  const bool strip =
+      opts.strip_leading_space && data_.kind == TokenizerKind::kSpm && data_.add_space_prefix;
   bool first = true;
   std::string out;
   for (const TokenId id : ids) {

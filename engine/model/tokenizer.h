@@ -63,7 +63,7 @@ struct TokenizerData {
   // SPM: prepend "▁" to the text and after each special token (SentencePiece's dummy
   // prefix). Ignored by BPE.
   bool add_space_prefix = false;
-  std::string chat_template;      // tokenizer.chat_template (Jinja source), may be empty
+  std::string chat_template;  // tokenizer.chat_template (Jinja source), may be empty
 };
 
 // Reads tokenizer.* metadata. InvalidArgument naming the key when it is missing, of the

@@ -23,8 +23,7 @@ namespace mnemo::engine::internal {
 namespace {
 
 uint64_t PairKey(TokenId left, TokenId right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
-         static_cast<uint32_t>(right);
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
 class BpeTokenizer final : public TokenizerBase {
@@ -44,8 +43,7 @@ class BpeTokenizer final : public TokenizerBase {
   explicit BpeTokenizer(TokenizerData data) : TokenizerBase(std::move(data)) {}
 
   absl::Status Build();
-  void EncodeText(std::string_view text, bool at_start,
-                  std::vector<TokenId>* out) const override;
+  void EncodeText(std::string_view text, bool at_start, std::vector<TokenId>* out) const override;
   void EncodeWord(std::string_view word, std::vector<TokenId>* out) const;
 
   TokenId Find(std::string_view piece) const {
@@ -56,7 +54,7 @@ class BpeTokenizer final : public TokenizerBase {
   std::unique_ptr<PreTokenizer> pre_;
   absl::flat_hash_map<std::string, TokenId> vocab_;
   absl::flat_hash_map<uint64_t, Merge> merges_;  // PairKey(left, right) -> rank, result
-  std::array<TokenId, 256> byte_tokens_{};        // the token of each byte's letter
+  std::array<TokenId, 256> byte_tokens_{};       // the token of each byte's letter
 };
 
 absl::Status BpeTokenizer::Build() {
@@ -82,8 +80,8 @@ absl::Status BpeTokenizer::Build() {
     std::string bytes;
     for (size_t pos = 0; pos < text.size();) {
       const unicode::Utf8Char c = unicode::DecodeUtf8(text, pos);
-      const int b = c.status == unicode::Utf8Status::kValid ? alphabet.DecodeCodePoint(c.code_point)
-                                                            : -1;
+      const int b =
+          c.status == unicode::Utf8Status::kValid ? alphabet.DecodeCodePoint(c.code_point) : -1;
       const size_t len = c.length == 0 ? 1 : c.length;
       if (b >= 0) {
         bytes.push_back(static_cast<char>(b));
@@ -102,16 +100,16 @@ absl::Status BpeTokenizer::Build() {
     const size_t space = m.find(' ', 1);  // the left piece is never empty
     if (space == std::string::npos || space + 1 >= m.size() ||
         m.find(' ', space + 1) != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokenizer: merge ", rank, " is \"", m, "\", not two pieces separated by a space"));
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer: merge ", rank, " is \"", m,
+                                                     "\", not two pieces separated by a space"));
     }
     const std::string_view left = std::string_view(m).substr(0, space);
     const std::string_view right = std::string_view(m).substr(space + 1);
     const TokenId l = Find(left), r = Find(right);
     if (l == kNoToken || r == kNoToken) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tokenizer: merge ", rank, " (\"", m, "\") names unknown piece \"",
-                       AsAbsl(l == kNoToken ? left : right), "\""));
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer: merge ", rank, " (\"", m,
+                                                     "\") names unknown piece \"",
+                                                     AsAbsl(l == kNoToken ? left : right), "\""));
     }
     const std::string merged = absl::StrCat(AsAbsl(left), AsAbsl(right));
     const TokenId result = Find(merged);

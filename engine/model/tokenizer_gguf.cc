@@ -19,8 +19,7 @@ namespace {
 constexpr int64_t kUnsetId = 4294967295;  // UINT32_MAX: llama.cpp's "no token"
 
 absl::Status KeyError(std::string_view key, std::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("GGUF key ", AsAbsl(key), ": ", AsAbsl(what)));
+  return absl::InvalidArgumentError(absl::StrCat("GGUF key ", AsAbsl(key), ": ", AsAbsl(what)));
 }
 
 // The array at `key`; nullptr (and OK) if absent and !required.
@@ -33,8 +32,8 @@ absl::StatusOr<const GgufValue::Array*> FindArray(const GgufFile& f, std::string
   }
   const GgufValue::Array* a = v->AsArray();
   if (a == nullptr) {
-    return KeyError(key, absl::StrCat("expected an array, found ",
-                                      AsAbsl(GgufTypeName(v->type()))));
+    return KeyError(key,
+                    absl::StrCat("expected an array, found ", AsAbsl(GgufTypeName(v->type()))));
   }
   return a;
 }
@@ -59,8 +58,8 @@ absl::StatusOr<std::string> OptionalString(const GgufFile& f, std::string_view k
   if (v == nullptr) return std::string();
   const std::string* s = v->AsString();
   if (s == nullptr) {
-    return KeyError(key, absl::StrCat("expected a string, found ",
-                                      AsAbsl(GgufTypeName(v->type()))));
+    return KeyError(key,
+                    absl::StrCat("expected a string, found ", AsAbsl(GgufTypeName(v->type()))));
   }
   return *s;
 }
@@ -70,8 +69,7 @@ absl::StatusOr<bool> OptionalBool(const GgufFile& f, std::string_view key, bool 
   if (v == nullptr) return fallback;
   if (auto b = v->AsBool()) return *b;
   if (auto i = v->AsInt(); i && (*i == 0 || *i == 1)) return *i == 1;  // tolerate 0/1 ints
-  return KeyError(key,
-                  absl::StrCat("expected a bool, found ", AsAbsl(GgufTypeName(v->type()))));
+  return KeyError(key, absl::StrCat("expected a bool, found ", AsAbsl(GgufTypeName(v->type()))));
 }
 
 absl::StatusOr<TokenId> OptionalId(const GgufFile& f, std::string_view key, size_t n_tokens) {
@@ -79,8 +77,8 @@ absl::StatusOr<TokenId> OptionalId(const GgufFile& f, std::string_view key, size
   if (v == nullptr) return kNoToken;
   const std::optional<int64_t> id = v->AsInt();
   if (!id) {
-    return KeyError(key, absl::StrCat("expected an integer token id, found ",
-                                      AsAbsl(GgufTypeName(v->type()))));
+    return KeyError(
+        key, absl::StrCat("expected an integer token id, found ", AsAbsl(GgufTypeName(v->type()))));
   }
   if (*id == kUnsetId || *id == -1) return kNoToken;
   if (*id < 0 || static_cast<uint64_t>(*id) >= n_tokens) {
@@ -134,8 +132,8 @@ absl::StatusOr<TokenizerData> TokenizerDataFromGguf(const GgufFile& file) {
   if (!scores.ok()) return scores.status();
   if (*scores != nullptr) {
     if ((*scores)->size() != n) {
-      return KeyError("tokenizer.ggml.scores", absl::StrCat((*scores)->size(), " scores for ",
-                                                            n, " tokens"));
+      return KeyError("tokenizer.ggml.scores",
+                      absl::StrCat((*scores)->size(), " scores for ", n, " tokens"));
     }
     d.scores.reserve(n);
     for (size_t i = 0; i < n; ++i) {
@@ -175,14 +173,14 @@ absl::StatusOr<TokenizerData> TokenizerDataFromGguf(const GgufFile& file) {
     std::string_view key;
     TokenId* id;
   };
-  for (const IdKey& k : {IdKey{"tokenizer.ggml.bos_token_id", &d.bos},
-                         IdKey{"tokenizer.ggml.eos_token_id", &d.eos},
-                         IdKey{"tokenizer.ggml.eot_token_id", &d.eot},
-                         IdKey{"tokenizer.ggml.unknown_token_id", &d.unk},
-                         IdKey{"tokenizer.ggml.padding_token_id", &d.pad},
-                         // llama.cpp writes the misspelt key; accept both spellings.
-                         IdKey{"tokenizer.ggml.seperator_token_id", &d.sep},
-                         IdKey{"tokenizer.ggml.separator_token_id", &d.sep}}) {
+  for (const IdKey& k :
+       {IdKey{"tokenizer.ggml.bos_token_id", &d.bos}, IdKey{"tokenizer.ggml.eos_token_id", &d.eos},
+        IdKey{"tokenizer.ggml.eot_token_id", &d.eot},
+        IdKey{"tokenizer.ggml.unknown_token_id", &d.unk},
+        IdKey{"tokenizer.ggml.padding_token_id", &d.pad},
+        // llama.cpp writes the misspelt key; accept both spellings.
+        IdKey{"tokenizer.ggml.seperator_token_id", &d.sep},
+        IdKey{"tokenizer.ggml.separator_token_id", &d.sep}}) {
     auto id = OptionalId(file, k.key, n);
     if (!id.ok()) return id.status();
     if (*id != kNoToken) *k.id = *id;

@@ -92,8 +92,9 @@ absl::StatusOr<PreResult> RecognizePre(const json& root) {
     bool replaces = false, prepends = false;
     if (root.contains("normalizer")) ScanNormalizer(root["normalizer"], &replaces, &prepends);
     if (!replaces) {
-      return Error("no pre_tokenizer and no normalizer replacing \" \" by \"▁\": not a "
-                   "supported tokenizer");
+      return Error(
+          "no pre_tokenizer and no normalizer replacing \" \" by \"▁\": not a "
+          "supported tokenizer");
     }
     r.spm = true;
     r.add_space_prefix = prepends;
@@ -150,8 +151,7 @@ std::string ConfigTokenText(const json& v) {
   return {};
 }
 
-absl::StatusOr<TokenizerData> Parse(std::string_view tokenizer_json,
-                                    std::string_view config_json) {
+absl::StatusOr<TokenizerData> Parse(std::string_view tokenizer_json, std::string_view config_json) {
   const json root = json::parse(tokenizer_json, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) return Error("not a JSON object");
   if (!root.contains("model") || !root["model"].is_object()) return Error("no \"model\" object");
@@ -177,7 +177,8 @@ absl::StatusOr<TokenizerData> Parse(std::string_view tokenizer_json,
   }
   std::vector<std::pair<int64_t, std::string>> entries;
   for (const auto& [text, id] : model["vocab"].items()) {
-    if (!id.is_number_integer()) return Error(absl::StrCat("model.vocab[\"", text, "\"] is not an id"));
+    if (!id.is_number_integer())
+      return Error(absl::StrCat("model.vocab[\"", text, "\"] is not an id"));
     entries.emplace_back(id.get<int64_t>(), text);
   }
   std::vector<std::pair<int64_t, bool>> added;  // id, special
@@ -198,6 +199,12 @@ absl::StatusOr<TokenizerData> Parse(std::string_view tokenizer_json,
     max_id = std::max(max_id, id);
   }
   if (max_id < 0) return Error("empty vocabulary");
+  // Ids must be dense, so the largest is below the number of entries (added tokens may
+  // repeat vocabulary ids): checked before allocating anything of that size.
+  if (static_cast<uint64_t>(max_id) >= entries.size()) {
+    return Error(absl::StrCat("token ids are not dense: the largest is ", max_id, " but there are ",
+                              entries.size(), " entries"));
+  }
   d.tokens.resize(max_id + 1);
   std::vector<bool> seen(max_id + 1, false);
   for (const auto& [id, text] : entries) {  // added tokens come last and win
@@ -275,14 +282,15 @@ absl::StatusOr<TokenizerData> Parse(std::string_view tokenizer_json,
         }
       }
     }
-    for (const auto& [key, field] : {std::pair{"bos_token", &d.bos}, std::pair{"eos_token", &d.eos},
-                                     std::pair{"unk_token", &d.unk}, std::pair{"pad_token", &d.pad}}) {
+    for (const auto& [key, field] :
+         {std::pair{"bos_token", &d.bos}, std::pair{"eos_token", &d.eos},
+          std::pair{"unk_token", &d.unk}, std::pair{"pad_token", &d.pad}}) {
       if (!cfg.contains(key) || cfg[key].is_null()) continue;
       const std::string text = ConfigTokenText(cfg[key]);
       const TokenId id = id_of(text);
       if (id == kNoToken) {
-        return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: ", key, " \"",
-                                                       text, "\" is not in the vocabulary"));
+        return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: ", key, " \"", text,
+                                                       "\" is not in the vocabulary"));
       }
       *field = id;
     }

@@ -22,7 +22,7 @@ class SpecialTokenMatcher {
   bool empty() const { return count_ == 0; }
 
   struct Fragment {
-    std::string_view text;    // raw text (when token == kNoToken)
+    std::string_view text;     // raw text (when token == kNoToken)
     TokenId token = kNoToken;  // a matched special token
   };
   // Splits `text` into raw-text fragments (never empty) and special tokens, in order.
@@ -61,8 +61,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> CreateBpeTokenizer(TokenizerData data
 // Tokens the text of which marks the end of a turn in common chat formats, most specific
 // first; used to find `eot` and `eog` when the metadata does not list them.
 inline constexpr std::array<std::string_view, 10> kEndOfTurnTexts = {
-    "<|eot_id|>",      "<|im_end|>", "<end_of_turn>", "<|end|>",   "<|eom_id|>",
-    "<|end_of_text|>", "<|endoftext|>", "<EOT>",       "<|return|>", "<｜end▁of▁sentence｜>",
+    "<|eot_id|>",      "<|im_end|>",    "<end_of_turn>", "<|end|>",    "<|eom_id|>",
+    "<|end_of_text|>", "<|endoftext|>", "<EOT>",         "<|return|>", "<｜end▁of▁sentence｜>",
 };
 
 // Fills data->eot (if unset) and data->eog from eos, eot and the control tokens named in

@@ -69,8 +69,7 @@ class SpmTokenizer final : public TokenizerBase {
   explicit SpmTokenizer(TokenizerData data) : TokenizerBase(std::move(data)) {}
 
   absl::Status Build();
-  void EncodeText(std::string_view text, bool at_start,
-                  std::vector<TokenId>* out) const override;
+  void EncodeText(std::string_view text, bool at_start, std::vector<TokenId>* out) const override;
   void EmitBytes(std::string_view bytes, std::vector<TokenId>* out) const;
 
   TokenId PieceId(std::string_view piece) const {
@@ -95,8 +94,8 @@ absl::Status SpmTokenizer::Build() {
       case TokenType::kByte: {
         const int b = ParseByteToken(text);
         if (b < 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "tokenizer: byte token ", i, " is \"", text, "\", not of the form <0xNN>"));
+          return absl::InvalidArgumentError(absl::StrCat("tokenizer: byte token ", i, " is \"",
+                                                         text, "\", not of the form <0xNN>"));
         }
         if (byte_tokens_[b] == kNoToken) byte_tokens_[b] = id;
         token_bytes_[i] = std::string(1, static_cast<char>(b));
@@ -144,10 +143,17 @@ void SpmTokenizer::EmitBytes(std::string_view bytes, std::vector<TokenId>* out) 
 
 void SpmTokenizer::EncodeText(std::string_view text, bool at_start,
                               std::vector<TokenId>* out) const {
+  // The text with its dummy prefix, every " " written as "▁".
   std::string s;
-  if (data_.add_space_prefix && at_start) s = " ";
-  s.append(text);
-  s = ReplaceAll(s, " ", kSpace);
+  s.reserve(text.size() + 8);
+  if (data_.add_space_prefix && at_start) s.append(kSpace);
+  for (const char c : text) {
+    if (c == ' ') {
+      s.append(kSpace);
+    } else {
+      s.push_back(c);
+    }
+  }
 
   // Symbols form a doubly linked list over `s`; a merged-away symbol has length 0.
   struct Symbol {

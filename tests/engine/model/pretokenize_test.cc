@@ -35,9 +35,9 @@ TEST(PreTokenizerTest, Gpt2KeepsDigitRunsAndGivesSpacesToTheNextWord) {
 }
 
 TEST(PreTokenizerTest, Llama3SplitsNumbersIntoGroupsOfUpToThreeDigits) {
-  EXPECT_THAT(Split("llama3", "12345 apples\n\nI'LL do it!!\n  ok"),
-              ElementsAre("123", "45", " apples", "\n\n", "I", "'LL", " do", " it", "!!\n", " ",
-                          " ok"));
+  EXPECT_THAT(
+      Split("llama3", "12345 apples\n\nI'LL do it!!\n  ok"),
+      ElementsAre("123", "45", " apples", "\n\n", "I", "'LL", " do", " it", "!!\n", " ", " ok"));
   EXPECT_EQ(Split("llama-bpe", "1234567"), (std::vector<std::string>{"123", "456", "7"}));
 }
 
@@ -102,7 +102,9 @@ TEST(UnicodeTest, DecodeUtf8ClassifiesSequences) {
 }
 
 TEST(UnicodeTest, SplitUtf8RunsCoversEveryByte) {
-  const std::string text = "ab\xFF\xE4\xBD" "c\xC3\xA9";
+  const std::string text =
+      "ab\xFF\xE4\xBD"
+      "c\xC3\xA9";
   const auto spans = unicode::SplitUtf8Runs(text);
   ASSERT_EQ(spans.size(), 5u);
   EXPECT_TRUE(spans[0].valid);

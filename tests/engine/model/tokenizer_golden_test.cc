@@ -137,8 +137,8 @@ TEST_P(TokenizerGoldenTest, DecodeRoundTripsValidGoldenTexts) {
     // Texts the vocabulary cannot spell (unk) or where SPM's "▁" stands for a space cannot
     // round-trip; every other text, invalid UTF-8 included, comes back byte for byte.
     const bool has_unk = std::find(ids.begin(), ids.end(), tok->data().unk) != ids.end();
-    const bool spm_mark = tok->data().kind == TokenizerKind::kSpm &&
-                          text.find("\xE2\x96\x81") != std::string::npos;
+    const bool spm_mark =
+        tok->data().kind == TokenizerKind::kSpm && text.find("\xE2\x96\x81") != std::string::npos;
     if (has_unk || spm_mark) continue;
     EXPECT_EQ(tok->Decode(tok->Encode(text, EncodeOptions{})), text);
   }

@@ -1,6 +1,7 @@
 // TokenizerDataFromHfJson (a small handwritten tokenizer.json in tests/data/, inline
 // variants) and TokenizerDataFromGguf on files made with GgufBuilder.
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -15,9 +16,9 @@
 namespace mnemo::engine {
 namespace {
 
+using nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using nlohmann::json;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -88,17 +89,17 @@ TEST(HfJsonTest, AcceptsMergesAsStringsAndGpt2AndSmollmPreTokenizers) {
   EXPECT_EQ(gpt2->merges[0], "h e");
   EXPECT_EQ(gpt2->bos, 24);  // from the post-processor alone
 
-  j["pre_tokenizer"] = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {{{"type", "Digits"}, {"individual_digits", true}},
-                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}}};
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Digits"}, {"individual_digits", true}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}}};
   auto smollm = TokenizerDataFromHfJson(j.dump(), "");
   ASSERT_TRUE(smollm.ok()) << smollm.status();
   EXPECT_EQ(smollm->pre, "smollm");
 
-  j["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Split"},
-                                            {"pattern", {{"Regex", "\\p{N}{1,5}"}}},
-                                            {"behavior", "Isolated"}};
+  j["pre_tokenizer"]["pretokenizers"][0] = {
+      {"type", "Split"}, {"pattern", {{"Regex", "\\p{N}{1,5}"}}}, {"behavior", "Isolated"}};
   j["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = false;
   auto bad = TokenizerDataFromHfJson(j.dump(), "");
   ASSERT_FALSE(bad.ok());
@@ -106,22 +107,36 @@ TEST(HfJsonTest, AcceptsMergesAsStringsAndGpt2AndSmollmPreTokenizers) {
 }
 
 TEST(HfJsonTest, SentencePieceStyleBpeBecomesSpmWithScoresFromRanks) {
-  const json j = {
-      {"added_tokens",
-       {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
-        {{"id", 1}, {"content", "<s>"}, {"special", true}},
-        {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
-      {"normalizer", nullptr},
-      {"pre_tokenizer",
-       {{"type", "Metaspace"}, {"replacement", "▁"}, {"prepend_scheme", "first"}, {"split", false}}},
-      {"model",
-       {{"type", "BPE"},
-        {"unk_token", "<unk>"},
-        {"byte_fallback", true},
-        {"vocab",
-         {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}, {"<0x0A>", 3}, {"▁", 4}, {"h", 5}, {"i", 6},
-          {"▁h", 7}, {"▁hi", 8}, {"t", 9}, {"he", 10}, {"▁the", 11}, {"e", 12}, {"▁t", 13}}},
-        {"merges", {"▁ h", "▁h i", "▁ t", "h e", "▁t he"}}}}};
+  const json j = {{"added_tokens",
+                   {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
+                    {{"id", 1}, {"content", "<s>"}, {"special", true}},
+                    {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+                  {"normalizer", nullptr},
+                  {"pre_tokenizer",
+                   {{"type", "Metaspace"},
+                    {"replacement", "▁"},
+                    {"prepend_scheme", "first"},
+                    {"split", false}}},
+                  {"model",
+                   {{"type", "BPE"},
+                    {"unk_token", "<unk>"},
+                    {"byte_fallback", true},
+                    {"vocab",
+                     {{"<unk>", 0},
+                      {"<s>", 1},
+                      {"</s>", 2},
+                      {"<0x0A>", 3},
+                      {"▁", 4},
+                      {"h", 5},
+                      {"i", 6},
+                      {"▁h", 7},
+                      {"▁hi", 8},
+                      {"t", 9},
+                      {"he", 10},
+                      {"▁the", 11},
+                      {"e", 12},
+                      {"▁t", 13}}},
+                    {"merges", {"▁ h", "▁h i", "▁ t", "h e", "▁t he"}}}}};
   auto data = TokenizerDataFromHfJson(j.dump(), R"({"bos_token": "<s>", "eos_token": "</s>"})");
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->kind, TokenizerKind::kSpm);
@@ -143,9 +158,9 @@ TEST(HfJsonTest, SentencePieceStyleBpeBecomesSpmWithScoresFromRanks) {
 
 TEST(HfJsonTest, ErrorsNameWhatWasFound) {
   ExpectInvalid(TokenizerDataFromHfJson("{not json", "").status(), "not a JSON object");
-  ExpectInvalid(TokenizerDataFromHfJson(R"({"model": {"type": "Unigram", "vocab": []}})", "")
-                    .status(),
-                "model.type \"Unigram\" is not supported");
+  ExpectInvalid(
+      TokenizerDataFromHfJson(R"({"model": {"type": "Unigram", "vocab": []}})", "").status(),
+      "model.type \"Unigram\" is not supported");
   ExpectInvalid(
       TokenizerDataFromHfJson(
           R"({"pre_tokenizer": {"type": "Whitespace"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})",
@@ -154,7 +169,11 @@ TEST(HfJsonTest, ErrorsNameWhatWasFound) {
       "Whitespace");
   const std::string gap =
       R"({"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0, "b": 2}, "merges": []}})";
-  ExpectInvalid(TokenizerDataFromHfJson(gap, "").status(), "no token has id 1");
+  ExpectInvalid(TokenizerDataFromHfJson(gap, "").status(), "not dense");
+  const std::string hole =
+      R"({"pre_tokenizer": {"type": "ByteLevel"}, "added_tokens": [{"id": 2, "content": "b"}],
+          "model": {"type": "BPE", "vocab": {"a": 0, "b": 2}, "merges": []}})";
+  ExpectInvalid(TokenizerDataFromHfJson(hole, "").status(), "no token has id 1");
   const std::string ok =
       R"({"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": 0}, "merges": [42]}})";
   ExpectInvalid(TokenizerDataFromHfJson(ok, "").status(), "model.merges entry 42");
@@ -164,11 +183,46 @@ TEST(HfJsonTest, ErrorsNameWhatWasFound) {
                 "bos_token \"<s>\" is not in the vocabulary");
   ExpectInvalid(TokenizerDataFromHfJson(fine, "[1, 2]").status(), "tokenizer_config.json");
   // Wrong JSON types inside are errors, not exceptions.
-  ExpectInvalid(TokenizerDataFromHfJson(
-                    R"({"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": "x"}}})",
-                    "")
-                    .status(),
-                "is not an id");
+  ExpectInvalid(
+      TokenizerDataFromHfJson(
+          R"({"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {"a": "x"}}})",
+          "")
+          .status(),
+      "is not an id");
+}
+
+TEST(HfJsonTest, MutatedFilesAreErrorsNotCrashes) {
+  const std::string base = ReadFile(testing::TestDataPath("tiny_bpe_tokenizer.json"));
+  ASSERT_FALSE(base.empty());
+  std::mt19937 rng(31337);
+  int loaded = 0;
+  for (int i = 0; i < 400; ++i) {
+    std::string s = base;
+    const int edits = 1 + i % 4;
+    for (int e = 0; e < edits; ++e) {
+      const size_t pos = std::uniform_int_distribution<size_t>(0, s.size() - 1)(rng);
+      switch (std::uniform_int_distribution<int>(0, 2)(rng)) {
+        case 0:
+          s[pos] = static_cast<char>(std::uniform_int_distribution<int>(0, 255)(rng));
+          break;
+        case 1:
+          s.erase(pos, std::uniform_int_distribution<size_t>(1, 20)(rng));
+          break;
+        default:
+          s.insert(pos, std::string(1, "0123456789\"[:,{}]"[i % 17]));
+      }
+    }
+    auto data = TokenizerDataFromHfJson(s, "");
+    if (!data.ok()) {
+      EXPECT_EQ(data.status().code(), absl::StatusCode::kInvalidArgument);
+      continue;
+    }
+    auto tok = Tokenizer::Create(std::move(*data));
+    if (!tok.ok()) continue;
+    ++loaded;
+    (void)(*tok)->Decode((*tok)->Encode("hello world 123 \xFF", EncodeOptions{}));
+  }
+  EXPECT_GT(loaded, 0);
 }
 
 // ---- GGUF ----
@@ -231,8 +285,8 @@ TEST(GgufTokenizerTest, BpeWithPreAndEndOfTurnTokens) {
   GgufBuilder b;
   b.SetString("tokenizer.ggml.model", "gpt2");
   b.SetString("tokenizer.ggml.pre", "llama-bpe");
-  b.SetStringArray("tokenizer.ggml.tokens", {"a", "b", "ab", "<|begin_of_text|>", "<|eot_id|>",
-                                             "<|end_of_text|>"});
+  b.SetStringArray("tokenizer.ggml.tokens",
+                   {"a", "b", "ab", "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"});
   b.SetI32Array("tokenizer.ggml.token_type", {1, 1, 1, 3, 3, 3});
   b.SetStringArray("tokenizer.ggml.merges", {"a b"});
   b.SetU32("tokenizer.ggml.bos_token_id", 3);

@@ -38,12 +38,12 @@ TokenizerData SpmData() {
   add("<s>", 0, TokenType::kControl);
   add("</s>", 0, TokenType::kControl);
   for (int b = 0; b < 256; ++b) add(absl::StrFormat("<0x%02X>", b), 0, TokenType::kByte);
-  add("▁", -1, TokenType::kNormal);       // 259
-  add("a", -1, TokenType::kNormal);       // 260
-  add("b", -1, TokenType::kNormal);       // 261
-  add("ab", -2, TokenType::kNormal);      // 262
-  add("▁a", -3, TokenType::kNormal);      // 263
-  add("▁ab", -4, TokenType::kNormal);     // 264
+  add("▁", -1, TokenType::kNormal);             // 259
+  add("a", -1, TokenType::kNormal);             // 260
+  add("b", -1, TokenType::kNormal);             // 261
+  add("ab", -2, TokenType::kNormal);            // 262
+  add("▁a", -3, TokenType::kNormal);            // 263
+  add("▁ab", -4, TokenType::kNormal);           // 264
   add("<|im_start|>", 0, TokenType::kControl);  // 265
   add("<tool>", 0, TokenType::kUserDefined);    // 266
   d.unk = 0;
@@ -254,8 +254,8 @@ std::string RandomText(std::mt19937& rng, int chars) {
       {0xFF01, 0xFF5E},   {0x1F300, 0x1F64F}, {0x1F680, 0x1F6FF}, {0x1F1E6, 0x1F1FF},
       {0x1F900, 0x1F9FF}, {0x10000, 0x1007F},
   };
-  static const std::vector<std::string> kSpecials = {" ", "  ", "\n", "\n\n", "\t", "\r\n",
-                                                     "\u200d", "'s", "'LL", "123", "3.14"};
+  static const std::vector<std::string> kSpecials = {" ",      "  ", "\n",  "\n\n", "\t",  "\r\n",
+                                                     "\u200d", "'s", "'LL", "123",  "3.14"};
   std::string s;
   for (int i = 0; i < chars; ++i) {
     const int pick = std::uniform_int_distribution<int>(0, 9)(rng);
@@ -263,7 +263,8 @@ std::string RandomText(std::mt19937& rng, int chars) {
       s += kSpecials[std::uniform_int_distribution<size_t>(0, kSpecials.size() - 1)(rng)];
       continue;
     }
-    const auto& [lo, hi] = kRanges[std::uniform_int_distribution<size_t>(0, kRanges.size() - 1)(rng)];
+    const auto& [lo, hi] =
+        kRanges[std::uniform_int_distribution<size_t>(0, kRanges.size() - 1)(rng)];
     const auto cp = static_cast<char32_t>(std::uniform_int_distribution<uint32_t>(lo, hi)(rng));
     if (cp == 0x2581) continue;
     unicode::AppendUtf8(cp, &s);
@@ -322,8 +323,8 @@ TEST_P(RealModelTest, StreamingDetokenizerEmitsOnlyCompleteCharacters) {
   auto tok = LoadModel(Path());
   ASSERT_NE(tok, nullptr);
   for (const std::string text :
-       {"Hello 🦙 world 👨\u200d👩\u200d👧 🇺🇸 你好世界 こんにちは", "漢字🚀🚀🚀 mixed ascii",
-        "Once upon a time"}) {
+       {"Hello 🦙 world 👨\u200d👩\u200d👧 🇺🇸 你好世界 こんにちは",
+        "漢字🚀🚀🚀 mixed ascii", "Once upon a time"}) {
     const auto ids = tok->Encode(text, EncodeOptions{});
     StreamingDetokenizer stream(*tok);
     std::string streamed;
@@ -351,7 +352,10 @@ TEST_P(RealModelTest, StreamingDetokenizerReplacesBytesThatCannotComplete) {
   auto tok = LoadModel(Path());
   ASSERT_NE(tok, nullptr);
   // "\xE4\xBD" (a truncated 3-byte sequence) then "a": one U+FFFD, then "a".
-  const auto ids = tok->Encode("x\xE4\xBD" "a\xF0\x9F", Bare());
+  const auto ids = tok->Encode(
+      "x\xE4\xBD"
+      "a\xF0\x9F",
+      Bare());
   StreamingDetokenizer stream(*tok);
   std::string out;
   for (const TokenId id : ids) {
@@ -360,7 +364,9 @@ TEST_P(RealModelTest, StreamingDetokenizerReplacesBytesThatCannotComplete) {
     out += chunk;
   }
   const std::string tail = stream.Flush();
-  EXPECT_EQ(out + tail, "x\uFFFD" "a\uFFFD");
+  EXPECT_EQ(out + tail,
+            "x\uFFFD"
+            "a\uFFFD");
   EXPECT_EQ(tail, "\uFFFD");
 }
 
@@ -392,7 +398,7 @@ TEST(SmolLm2Test, ParseSpecialAndEndOfGeneration) {
   special.parse_special = true;
   const auto ids = tok->Encode("<|im_start|>user\nHi<|im_end|>\n", special);
   ASSERT_GE(ids.size(), 4u);
-  EXPECT_EQ(ids.front(), 1);  // <|im_start|>
+  EXPECT_EQ(ids.front(), 1);      // <|im_start|>
   EXPECT_THAT(ids, Contains(2));  // <|im_end|>
   const auto plain = tok->Encode("<|im_start|>user\nHi<|im_end|>\n", EncodeOptions{});
   EXPECT_THAT(plain, Not(Contains(1)));
