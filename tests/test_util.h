@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace mnemo::testing {
 
@@ -18,6 +19,17 @@ std::string SmolLm2GgufPath();
 std::string MakeTempDir();
 
 bool FileExists(const std::string& path);
+
+// The `mnemo` binary of this build.
+std::string MnemoBinary();
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs argv[0] with arguments argv[1..] (no shell), capturing stdout and stderr.
+CommandResult RunCommand(const std::vector<std::string>& argv);
 
 }  // namespace mnemo::testing
 

@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -25,6 +26,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/dtype.h"
@@ -56,9 +58,9 @@ class GgufValue {
   using Array = std::vector<GgufValue>;
 
   GgufValue() = default;
-  static GgufValue Uint(GgufType t, uint64_t v);    // t: one of the unsigned types
-  static GgufValue Int(GgufType t, int64_t v);      // t: one of the signed types
-  static GgufValue Float(GgufType t, double v);     // t: kFloat32 or kFloat64
+  static GgufValue Uint(GgufType t, uint64_t v);  // t: one of the unsigned types
+  static GgufValue Int(GgufType t, int64_t v);    // t: one of the signed types
+  static GgufValue Float(GgufType t, double v);   // t: kFloat32 or kFloat64
   static GgufValue Bool(bool v);
   static GgufValue String(std::string v);
   static GgufValue MakeArray(GgufType elem_type, Array elems);
@@ -79,6 +81,9 @@ class GgufValue {
   // Human-readable, arrays shortened to their first `max_elems` elements.
   std::string DebugString(size_t max_elems = 8) const;
 
+  // Same declared type(s) and same value(s), recursively (floats compare as doubles).
+  friend bool operator==(const GgufValue& a, const GgufValue& b) = default;
+
  private:
   GgufType type_ = GgufType::kUint8;
   GgufType array_type_ = GgufType::kUint8;
@@ -87,11 +92,11 @@ class GgufValue {
 
 struct GgufTensorInfo {
   std::string name;
-  std::vector<int64_t> ne;   // GGUF order: ne[0] is the fastest-varying (row length)
-  uint32_t ggml_type = 0;    // the raw type id in the file
+  std::vector<int64_t> ne;  // GGUF order: ne[0] is the fastest-varying (row length)
+  uint32_t ggml_type = 0;   // the raw type id in the file
   kernels::DType dtype = kernels::DType::kF32;
-  uint64_t offset = 0;       // from the start of the data section
-  uint64_t bytes = 0;        // validated: lies within the file
+  uint64_t offset = 0;  // from the start of the data section
+  uint64_t bytes = 0;   // validated: lies within the file
   int64_t n_elements = 0;
   const uint8_t* data = nullptr;  // into the mapping; valid while the GgufFile lives
 };
@@ -99,7 +104,7 @@ struct GgufTensorInfo {
 // Maps a ggml type id to a DType; nullopt for types mnemo does not support (the error
 // message then names the id and, where known, the ggml name).
 std::optional<kernels::DType> DTypeFromGgml(uint32_t ggml_type);
-uint32_t GgmlTypeFromDType(kernels::DType t);  // precondition: a ggml-representable type
+uint32_t GgmlTypeFromDType(kernels::DType t);       // precondition: a ggml-representable type
 std::string_view GgmlTypeName(uint32_t ggml_type);  // "q4_K", ... or "unknown"
 
 class GgufFile {
@@ -142,13 +147,15 @@ class GgufFile {
   std::string path_;
   const uint8_t* base_ = nullptr;  // the mapping (or owned_ copy)
   uint64_t size_ = 0;
-  void* mapping_ = nullptr;        // munmap on destruction when non-null
+  void* mapping_ = nullptr;  // munmap on destruction when non-null
   std::vector<uint8_t> owned_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;
   std::vector<std::pair<std::string, GgufValue>> metadata_;
   std::vector<GgufTensorInfo> tensors_;
+  absl::flat_hash_map<std::string, size_t> key_index_;     // key -> index in metadata_
+  absl::flat_hash_map<std::string, size_t> tensor_index_;  // name -> index in tensors_
 };
 
 // Builds a GGUF v3 file in memory. Keys are written in insertion order; setting a key
@@ -170,6 +177,8 @@ class GgufBuilder {
   absl::Status AddTensor(std::string name, std::vector<int64_t> ne, kernels::DType dtype,
                          std::vector<uint8_t> data);
 
+  // Version 3. Alignment 32, or the value of `general.alignment` when that is set to a
+  // power of two up to 1 GiB (any other value is written as given, and readers reject it).
   std::vector<uint8_t> Serialize() const;
   // Writes atomically: a temporary file in the same folder, fsync, rename.
   absl::Status WriteFile(const std::string& path) const;
