@@ -58,8 +58,12 @@ TEST(MnemoInspect, Stories260KFacts) {
   EXPECT_EQ(j["fingerprint"].get<std::string>().size(), 32u);
   // Row-major shapes: the token embedding is [vocab, d_model].
   for (const json& t : j["tensors"]) {
-    if (t["name"] == "token_embd.weight") EXPECT_EQ(t["shape"], json::array({512, 64}));
-    if (t["name"] == "blk.0.attn_k.weight") EXPECT_EQ(t["shape"], json::array({32, 64}));
+    if (t["name"] == "token_embd.weight") {
+      EXPECT_EQ(t["shape"], json::array({512, 64}));
+    }
+    if (t["name"] == "blk.0.attn_k.weight") {
+      EXPECT_EQ(t["shape"], json::array({32, 64}));
+    }
   }
 }
 

@@ -49,7 +49,8 @@ json DevicesJson() {
     devices.push_back({{"index", d.index},
                        {"name", d.name},
                        {"total_memory_bytes", d.total_memory_bytes},
-                       {"compute_capability", absl::StrCat(d.cc_major, ".", d.cc_minor)}});
+                       {"compute_capability", absl::StrCat(d.compute_major, ".", d.compute_minor)},
+                       {"multiprocessors", d.multiprocessor_count}});
   }
 #endif
   return devices;
@@ -123,7 +124,11 @@ void PrintText(const json& j, bool with_tensors) {
   std::printf("special      %s\n", specials.c_str());
   std::printf("add bos/eos  %s / %s\n", t["add_bos"].get<bool>() ? "yes" : "no",
               t["add_eos"].get<bool>() ? "yes" : "no");
-  std::printf("chat         %s\n", j["chat_template"]["family"].get<std::string>().c_str());
+  if (j["chat_template"]["present"].get<bool>()) {
+    std::printf("chat         %s\n", j["chat_template"]["family"].get<std::string>().c_str());
+  } else {
+    std::printf("chat         none (the model has no chat template)\n");
+  }
   std::printf("fingerprint  %s\n", j["fingerprint"].get<std::string>().c_str());
 
   const json& tot = j["totals"];

@@ -15,42 +15,15 @@ using engine::ModelConfig;
 using engine::TokenizerData;
 using nlohmann::json;
 
-std::string ArchitectureName(engine::Architecture a) {
-  switch (a) {
-    case engine::Architecture::kLlama:
-      return "llama";
-    case engine::Architecture::kMistral:
-      return "mistral";
-    case engine::Architecture::kQwen2:
-      return "qwen2";
-    case engine::Architecture::kQwen3:
-      return "qwen3";
-  }
-  return "unknown";
-}
-
-std::string ScalingName(engine::RopeScalingKind k) {
-  switch (k) {
-    case engine::RopeScalingKind::kNone:
-      return "none";
-    case engine::RopeScalingKind::kLinear:
-      return "linear";
-    case engine::RopeScalingKind::kLlama3:
-      return "llama3";
-    case engine::RopeScalingKind::kYarn:
-      return "yarn";
-  }
-  return "unknown";
-}
-
 json ConfigJson(const ModelConfig& c) {
   json rope = {{"base", c.rope.base},
                {"rotary_dims", c.rope.rotary_dims},
-               {"style", c.rope.style == engine::RopeStyle::kNeox ? "neox" : "normal"},
-               {"scaling", ScalingName(c.rope.scaling)},
+               {"style", std::string(engine::RopeStyleName(c.rope.style))},
+               {"scaling", std::string(engine::RopeScalingKindName(c.rope.scaling))},
                {"factor", c.rope.factor}};
   if (c.rope.original_context > 0) rope["original_context"] = c.rope.original_context;
-  return {{"architecture", ArchitectureName(c.arch)},
+  if (c.rope.has_freq_factors) rope["freq_factors"] = true;
+  return {{"architecture", std::string(engine::ArchName(c.arch))},
           {"arch_name", c.arch_name},
           {"name", c.name},
           {"n_layers", c.n_layers},
@@ -65,6 +38,7 @@ json ConfigJson(const ModelConfig& c) {
           {"norm_eps", c.norm_eps},
           {"tied_embeddings", c.tied_embeddings},
           {"qkv_bias", c.qkv_bias},
+          {"attn_output_bias", c.attn_output_bias},
           {"qk_norm", c.qk_norm},
           {"sliding_window", c.sliding_window}};
 }
