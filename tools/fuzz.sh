@@ -35,7 +35,9 @@ case "$TARGET" in
   gguf) SRCS=(engine/model/gguf.cc engine/model/gguf_value.cc engine/model/gguf_builder.cc
               kernels/dtype.cc)
         ABSL=(absl_status absl_statusor absl_strings absl_str_format absl_flat_hash_map) ;;
-  *) echo "fuzz.sh: unknown target '$TARGET' (known: gguf)" >&2; exit 2 ;;
+  safetensors) SRCS=(engine/model/safetensors.cc engine/model/internal/file_io.cc kernels/dtype.cc)
+        ABSL=(absl_status absl_statusor absl_strings absl_str_format) ;;
+  *) echo "fuzz.sh: unknown target '$TARGET' (known: gguf, safetensors)" >&2; exit 2 ;;
 esac
 
 command -v "$CXX" >/dev/null || { echo "fuzz.sh: $CXX not found (apt-get install clang)" >&2; exit 1; }

@@ -9,6 +9,7 @@
 #include "absl/strings/str_replace.h"
 #include "cache/base/strings.h"
 #include "engine/model/internal/chat_template_internal.h"
+#include "engine/model/unicode.h"
 
 namespace mnemo::engine {
 
@@ -112,24 +113,6 @@ std::string_view PyStrip(std::string_view s) {
   return s.substr(begin, end - begin);
 }
 
-void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
 std::string UnescapeJinjaString(std::string_view body) {
   std::string out;
   out.reserve(body.size());
@@ -168,7 +151,7 @@ std::string UnescapeJinjaString(std::string_view body) {
         cp = (cp << 4) | static_cast<uint32_t>(h < 0 ? 0 : h);
       }
       if (ok && cp <= 0x10FFFF) {
-        AppendUtf8(cp, &out);
+        unicode::AppendUtf8(static_cast<char32_t>(cp), &out);
         i += 2 + digits;
         continue;
       }
@@ -180,7 +163,7 @@ std::string UnescapeJinjaString(std::string_view body) {
         cp = cp * 8 + static_cast<uint32_t>(body[k] - '0');
         ++k;
       }
-      AppendUtf8(cp, &out);
+      unicode::AppendUtf8(static_cast<char32_t>(cp), &out);
       i = k;
       continue;
     }

@@ -13,9 +13,13 @@
 namespace mnemo::engine {
 namespace {
 
-// `\s` of the reference tokenizers (Oniguruma, Rust) is Unicode's White_Space: PCRE2's UCP
-// `\s` plus U+0085. kSp is the class body, used inside [...].
-#define MNEMO_SP R"(\s\x{85})"
+// `\s` of the reference tokenizers (Oniguruma, Rust) is Unicode's White_Space property,
+// spelled out here as a class body (used inside [...]). PCRE2's UCP `\s` is not quite it: it
+// also matches U+180E MONGOLIAN VOWEL SEPARATOR (through `\h`), which left White_Space in
+// Unicode 6.3.
+#define MNEMO_SP                                                                   \
+  R"(\t-\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F})" \
+  R"(\x{3000})"
 
 // GPT-2 (tiktoken r50k): contractions, optional space + letters / numbers / other symbols,
 // whitespace not followed by non-whitespace, remaining whitespace.

@@ -13,8 +13,8 @@
 // "default" is mapped to GPT-2's regex (llama.cpp's "default" is a legacy mix that no
 // current converter writes).
 //
-// `\s` follows Unicode's White_Space property as the reference tokenizers do (PCRE2's own
-// `\s` lacks U+0085, so the patterns spell it out).
+// `\s` is Unicode's White_Space property, as in the reference tokenizers (PCRE2's own `\s`
+// also matches U+180E, so the patterns spell the property out).
 //
 // Thread-safety: immutable after Create; Split may run on any number of threads.
 #pragma once

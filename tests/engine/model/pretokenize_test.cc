@@ -55,9 +55,12 @@ TEST(PreTokenizerTest, SmollmIsolatesEveryDigitBeforeGpt2Splitting) {
 }
 
 TEST(PreTokenizerTest, UnicodeWhitespaceIncludingNextLine) {
-  // U+0085 is White_Space (as in the reference tokenizers) though PCRE2's \s lacks it.
+  // White_Space as in the reference tokenizers: U+0085 is in it, U+180E (which PCRE2's \s
+  // matches) is not, so a space joins it like a symbol.
   EXPECT_THAT(Split("gpt2", "a\u0085\u0085b"), ElementsAre("a", "\u0085", "\u0085", "b"));
   EXPECT_THAT(Split("gpt2", "a\u3000b"), ElementsAre("a", "\u3000", "b"));
+  EXPECT_THAT(Split("gpt2", "x \u3000!"), ElementsAre("x", " ", "\u3000", "!"));
+  EXPECT_THAT(Split("gpt2", "x \u180e!"), ElementsAre("x", " \u180e!"));
 }
 
 TEST(PreTokenizerTest, PiecesAlwaysCoverTheText) {
