@@ -75,9 +75,17 @@ void KvWrite(const KvWriteParams& p);
 // Causal attention for one layer: query row r (position pos) of sequence s attends to the
 // sequence's KV positions [max(0, pos - window + 1), pos] (window = 0: no limit), each of
 // them < kv_len[s]. Query head h uses KV head h / (n_heads / n_kv_heads) (GQA).
-// out[r][h * head_dim ..] = sum_j softmax_j(scale * q.k_j) * v_j, accumulated in f32 in
-// key order with an online softmax per block (the same order for decode and prefill and
-// whatever the batch: batch-invariant).
+// out[r][h * head_dim ..] = sum_j softmax_j(scale * q.k_j) * v_j. Rows with no allowed
+// position (only possible when pos >= kv_len + window - 1) get zeros. q rows, out rows and
+// KV slots outside the allowed positions are never read (they may hold NaN); out is written
+// only at [r][0 .. n_heads * head_dim). n_heads must be a multiple of n_kv_heads.
+//
+// Numerics: PagedAttentionRef computes each (row, head) in double with a two-pass
+// max-subtracted softmax (the ground truth). PagedAttention accumulates in f32 with an
+// online softmax block by block in key order, position 0 upward; a row's result depends
+// only on its own q, position, window and KV, never on the other rows or sequences of the
+// call or the thread count, so decode and (chunked) prefill give bit-identical rows
+// (batch invariance). Fast vs reference: |diff| <= 1e-5 * (1 + |ref|) on the tests' data.
 struct AttentionParams {
   KvArenaView kv;
   int layer = 0;
