@@ -60,8 +60,8 @@ absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(const Model& model,
         absl::StrCat("block_tokens must be >= 1, got ", opts.block_tokens));
   }
   if (opts.kv_dtype != kernels::DType::kF16 && opts.kv_dtype != kernels::DType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "KV dtype must be f16 or bf16, got ", AsAbsl(kernels::DTypeName(opts.kv_dtype))));
+    return absl::InvalidArgumentError(absl::StrCat("KV dtype must be f16 or bf16, got ",
+                                                   AsAbsl(kernels::DTypeName(opts.kv_dtype))));
   }
   std::unique_ptr<Generator> g(new Generator());
   g->opts_ = opts;
@@ -90,8 +90,8 @@ absl::StatusOr<std::vector<TokenId>> Generator::PromptIds(const GenerateRequest&
   auto special_text = [&](TokenId id) {
     return id == kNoToken ? std::string() : tokenizer_->TokenBytes(id, /*render_special=*/true);
   };
-  const ChatTemplate tmpl = ChatTemplate::Detect(td.chat_template, special_text(td.bos),
-                                                 special_text(td.eos));
+  const ChatTemplate tmpl =
+      ChatTemplate::Detect(td.chat_template, special_text(td.bos), special_text(td.eos));
   if (tmpl.family() == ChatTemplateFamily::kUnknown) {
     return absl::InvalidArgumentError(
         td.chat_template.empty() ? "--chat: the model has no chat template"
@@ -111,10 +111,10 @@ absl::Status Generator::EnsurePool(int64_t blocks_needed) {
   if (pool_ != nullptr && pool_->num_total() >= blocks_needed) return absl::OkStatus();
   const kernels::KvLayout layout = forward_->KvLayoutFor(opts_.kv_dtype, opts_.block_tokens);
   pool_.reset();
-  auto pool = cache::BlockPool::Create(
-      {.layout = layout,
-       .budget_bytes = static_cast<uint64_t>(blocks_needed) *
-                       static_cast<uint64_t>(layout.block_bytes())});
+  auto pool =
+      cache::BlockPool::Create({.layout = layout,
+                                .budget_bytes = static_cast<uint64_t>(blocks_needed) *
+                                                static_cast<uint64_t>(layout.block_bytes())});
   if (!pool.ok()) return pool.status();
   pool_ = std::move(*pool);
   return absl::OkStatus();
@@ -159,9 +159,8 @@ absl::StatusOr<std::vector<GenerateResult>> Generator::GenerateBatch(
     }
     int64_t m = r.stop.max_tokens < 0 ? ctx - n : r.stop.max_tokens;
     if (n + m > ctx) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt of ", n, " tokens + max_tokens ", m,
-                       " exceeds the context length ", ctx));
+      return absl::InvalidArgumentError(absl::StrCat("prompt of ", n, " tokens + max_tokens ", m,
+                                                     " exceeds the context length ", ctx));
     }
     max_tokens.push_back(m);
     blocks_needed += (n + m + opts_.block_tokens - 1) / opts_.block_tokens;
@@ -210,12 +209,12 @@ absl::StatusOr<std::vector<GenerateResult>> Generator::GenerateBatch(
       const int64_t take = std::min(budget, s.n_prompt - s.n_computed);
       budget -= take;
       which.push_back(i);
-      entries.push_back({.tokens = std::span(s.history).subspan(
-                             static_cast<size_t>(s.n_computed), static_cast<size_t>(take)),
-                         .start_pos = static_cast<int32_t>(s.n_computed),
-                         .table = &s.table,
-                         .logits = s.n_computed + take == s.n_prompt ? LogitRows::kLast
-                                                                     : LogitRows::kNone});
+      entries.push_back(
+          {.tokens = std::span(s.history).subspan(static_cast<size_t>(s.n_computed),
+                                                  static_cast<size_t>(take)),
+           .start_pos = static_cast<int32_t>(s.n_computed),
+           .table = &s.table,
+           .logits = s.n_computed + take == s.n_prompt ? LogitRows::kLast : LogitRows::kNone});
       timings.prompt_tokens += take;
     }
     if (entries.empty()) break;
@@ -256,8 +255,7 @@ absl::StatusOr<std::vector<GenerateResult>> Generator::GenerateBatch(
 }
 
 absl::Status Generator::Step(std::vector<Seq>& seqs, std::span<const size_t> which,
-                             std::span<const SeqBatchEntry> entries,
-                             const TextCallback& on_text) {
+                             std::span<const SeqBatchEntry> entries, const TextCallback& on_text) {
   const int vocab = forward_->config().vocab_size;
   logits_.resize(static_cast<size_t>(LlamaForward::LogitRowCount(entries) * vocab));
   if (absl::Status st = forward_->Forward(pool_->view(), entries, logits_.data()); !st.ok()) {

@@ -39,7 +39,7 @@ class BlockPool;
 namespace mnemo::engine {
 
 struct GeneratorOptions {
-  int threads = 0;  // kernel threads; 0: every hardware thread
+  int threads = 0;                                 // kernel threads; 0: every hardware thread
   kernels::DType kv_dtype = kernels::DType::kF16;  // kF16 or kBF16
   int block_tokens = 16;
   uint64_t kv_budget_bytes = 0;  // 0: sized per call (see above)

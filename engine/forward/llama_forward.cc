@@ -67,6 +67,24 @@ void AddInPlace(float* x, const float* y, int64_t rows, int64_t cols) {
 
 }  // namespace
 
+// The op implementations one LlamaForward calls: the fast twins or the references.
+struct LlamaForward::Ops {
+  void (*embedding)(const kernels::EmbeddingParams&);
+  void (*rms_norm)(const kernels::RmsNormParams&);
+  void (*rope)(const kernels::RopeParams&);
+  void (*matmul)(const kernels::MatMulParams&);
+  void (*swiglu)(const kernels::SwiGluParams&);
+  void (*kv_write)(const kernels::KvWriteParams&);
+  void (*attention)(const kernels::AttentionParams&);
+};
+
+const LlamaForward::Ops LlamaForward::kFastOps = {
+    kernels::Embedding, kernels::RmsNorm, kernels::Rope,          kernels::MatMul,
+    kernels::SwiGlu,    kernels::KvWrite, kernels::PagedAttention};
+const LlamaForward::Ops LlamaForward::kReferenceOps = {
+    kernels::EmbeddingRef, kernels::RmsNormRef, kernels::RopeRef,          kernels::MatMulRef,
+    kernels::SwiGluRef,    kernels::KvWriteRef, kernels::PagedAttentionRef};
+
 // Buffers reused across steps, sized to the largest step so far.
 struct LlamaForward::Scratch {
   explicit Scratch(int threads) : arena(threads) {}
@@ -82,14 +100,14 @@ struct LlamaForward::Scratch {
   kernels::BatchSeqs seqs;
   int64_t rows = 0;
   // Activations.
-  Buffer x;      // [T, d_model] residual stream
-  Buffer h;      // [T, max(d_model, q_dim)] normalised input / attention output
-  Buffer q;      // [T, q_dim]
-  Buffer k;      // [T, kv_dim]
-  Buffer v;      // [T, kv_dim]
-  Buffer proj;   // [T, d_model]
-  Buffer gate;   // [T, d_ff]
-  Buffer up;     // [T, d_ff]
+  Buffer x;         // [T, d_model] residual stream
+  Buffer h;         // [T, max(d_model, q_dim)] normalised input / attention output
+  Buffer q;         // [T, q_dim]
+  Buffer k;         // [T, kv_dim]
+  Buffer v;         // [T, kv_dim]
+  Buffer proj;      // [T, d_model]
+  Buffer gate;      // [T, d_ff]
+  Buffer up;        // [T, d_ff]
   Buffer out_rows;  // [n_logits, d_model]
 };
 
@@ -106,6 +124,7 @@ absl::StatusOr<std::unique_ptr<LlamaForward>> LlamaForward::Create(const Model& 
   f->weights_ = std::move(*weights);
   f->threads_ = opts.threads > 0 ? opts.threads : tbb::info::default_concurrency();
   f->scratch_ = std::make_unique<Scratch>(f->threads_);
+  f->ops_ = opts.reference_kernels ? &kReferenceOps : &kFastOps;
 
   const ModelConfig& c = f->config();
   kernels::RopeFreqConfig rc;
@@ -174,15 +193,15 @@ absl::Status LlamaForward::Validate(const kernels::KvArenaView& kv,
     }
     const int64_t end = int64_t{e.start_pos} + static_cast<int64_t>(e.tokens.size());
     if (end > c.context_length) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "batch entry ", s, " reaches position ", end, ", past the model's context length ",
-          c.context_length));
+      return absl::InvalidArgumentError(absl::StrCat("batch entry ", s, " reaches position ", end,
+                                                     ", past the model's context length ",
+                                                     c.context_length));
     }
     for (TokenId t : e.tokens) {
       if (t < 0 || t >= c.vocab_size) {
         return absl::InvalidArgumentError(absl::StrCat("batch entry ", s, ": token id ", t,
-                                                       " outside the vocabulary [0, ",
-                                                       c.vocab_size, ")"));
+                                                       " outside the vocabulary [0, ", c.vocab_size,
+                                                       ")"));
       }
     }
     if (e.table == nullptr) {
@@ -249,6 +268,7 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
   Scratch& s = *scratch_;
   const ModelConfig& c = config();
   const ModelWeights& w = *weights_;
+  const Ops& ops = *ops_;
   const int64_t T = s.rows;
   const int64_t d = c.d_model;
   const int hd = c.head_dim;
@@ -264,66 +284,92 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
   float* gate = s.gate.Reserve(T * ff);
   float* up = s.up.Reserve(T * ff);
 
-  kernels::Embedding({.table = w.token_embedding(),
-                      .ids = s.tokens.data(),
-                      .n = T,
-                      .out = x,
-                      .ld_out = d});
-  auto matmul = [&](const kernels::WeightView& m, const float* in, int64_t ld_in,
-                    const float* bias, float* out, int64_t ld_out) {
-    kernels::MatMul(
-        {.w = m, .x = in, .ldx = ld_in, .bias = bias, .y = out, .ldy = ld_out, .rows = T});
+  ops.embedding(
+      {.table = w.token_embedding(), .ids = s.tokens.data(), .n = T, .out = x, .ld_out = d});
+  auto matmul = [&](const kernels::WeightView& m, const float* in, int64_t ld_in, const float* bias,
+                    float* out, int64_t ld_out) {
+    ops.matmul({.w = m, .x = in, .ldx = ld_in, .bias = bias, .y = out, .ldy = ld_out, .rows = T});
   };
   auto rope = [&](float* t, int n_heads) {
-    kernels::Rope({.x = t,
-                   .ld = int64_t{n_heads} * hd,
-                   .rows = T,
-                   .n_heads = n_heads,
-                   .head_dim = hd,
-                   .rotary_dims = c.rope.rotary_dims,
-                   .mode = c.rope.style == RopeStyle::kNeox ? kernels::RopeMode::kNeox
-                                                            : kernels::RopeMode::kNormal,
-                   .positions = s.positions.data(),
-                   .theta = rope_.theta.data(),
-                   .mscale = rope_.mscale});
+    ops.rope({.x = t,
+              .ld = int64_t{n_heads} * hd,
+              .rows = T,
+              .n_heads = n_heads,
+              .head_dim = hd,
+              .rotary_dims = c.rope.rotary_dims,
+              .mode = c.rope.style == RopeStyle::kNeox ? kernels::RopeMode::kNeox
+                                                       : kernels::RopeMode::kNormal,
+              .positions = s.positions.data(),
+              .theta = rope_.theta.data(),
+              .mscale = rope_.mscale});
   };
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layer(l);
-    kernels::RmsNorm({.x = x, .ldx = d, .weight = L.attn_norm, .y = h, .ldy = d, .rows = T,
-                      .cols = d, .eps = c.norm_eps});
+    ops.rms_norm({.x = x,
+                  .ldx = d,
+                  .weight = L.attn_norm,
+                  .y = h,
+                  .ldy = d,
+                  .rows = T,
+                  .cols = d,
+                  .eps = c.norm_eps});
     matmul(L.attn_q, h, d, L.q_bias, q, q_dim);
     matmul(L.attn_k, h, d, L.k_bias, k, kv_dim);
     matmul(L.attn_v, h, d, L.v_bias, v, kv_dim);
     if (c.qk_norm) {
       // Each head of each row is one RMSNorm row of head_dim values.
-      kernels::RmsNorm({.x = q, .ldx = hd, .weight = L.q_norm, .y = q, .ldy = hd,
-                        .rows = T * c.n_heads, .cols = hd, .eps = c.norm_eps});
-      kernels::RmsNorm({.x = k, .ldx = hd, .weight = L.k_norm, .y = k, .ldy = hd,
-                        .rows = T * c.n_kv_heads, .cols = hd, .eps = c.norm_eps});
+      ops.rms_norm({.x = q,
+                    .ldx = hd,
+                    .weight = L.q_norm,
+                    .y = q,
+                    .ldy = hd,
+                    .rows = T * c.n_heads,
+                    .cols = hd,
+                    .eps = c.norm_eps});
+      ops.rms_norm({.x = k,
+                    .ldx = hd,
+                    .weight = L.k_norm,
+                    .y = k,
+                    .ldy = hd,
+                    .rows = T * c.n_kv_heads,
+                    .cols = hd,
+                    .eps = c.norm_eps});
     }
     rope(q, c.n_heads);
     rope(k, c.n_kv_heads);
-    kernels::KvWrite(
+    ops.kv_write(
         {.kv = kv, .layer = l, .seqs = s.seqs, .k = k, .ldk = kv_dim, .v = v, .ldv = kv_dim});
-    kernels::PagedAttention({.kv = kv,
-                             .layer = l,
-                             .seqs = s.seqs,
-                             .n_heads = c.n_heads,
-                             .q = q,
-                             .ldq = q_dim,
-                             .out = h,
-                             .ldo = q_dim,
-                             .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
-                             .sliding_window = c.sliding_window});
+    ops.attention({.kv = kv,
+                   .layer = l,
+                   .seqs = s.seqs,
+                   .n_heads = c.n_heads,
+                   .q = q,
+                   .ldq = q_dim,
+                   .out = h,
+                   .ldo = q_dim,
+                   .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
+                   .sliding_window = c.sliding_window});
     matmul(L.attn_output, h, q_dim, L.o_bias, proj, d);
     AddInPlace(x, proj, T, d);
 
-    kernels::RmsNorm({.x = x, .ldx = d, .weight = L.ffn_norm, .y = h, .ldy = d, .rows = T,
-                      .cols = d, .eps = c.norm_eps});
+    ops.rms_norm({.x = x,
+                  .ldx = d,
+                  .weight = L.ffn_norm,
+                  .y = h,
+                  .ldy = d,
+                  .rows = T,
+                  .cols = d,
+                  .eps = c.norm_eps});
     matmul(L.ffn_gate, h, d, nullptr, gate, ff);
     matmul(L.ffn_up, h, d, nullptr, up, ff);
-    kernels::SwiGlu({.gate = gate, .ld_gate = ff, .up = up, .ld_up = ff, .out = gate,
-                     .ld_out = ff, .rows = T, .cols = ff});
+    ops.swiglu({.gate = gate,
+                .ld_gate = ff,
+                .up = up,
+                .ld_up = ff,
+                .out = gate,
+                .ld_out = ff,
+                .rows = T,
+                .cols = ff});
     matmul(L.ffn_down, gate, ff, nullptr, proj, d);
     AddInPlace(x, proj, T, d);
   }
@@ -334,10 +380,21 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
   for (int64_t i = 0; i < n_out; ++i) {
     std::memcpy(fin + i * d, x + int64_t{s.logit_rows[i]} * d, static_cast<size_t>(d) * 4);
   }
-  kernels::RmsNorm({.x = fin, .ldx = d, .weight = w.output_norm(), .y = fin, .ldy = d,
-                    .rows = n_out, .cols = d, .eps = c.norm_eps});
-  kernels::MatMul({.w = w.output(), .x = fin, .ldx = d, .bias = nullptr, .y = logits,
-                   .ldy = c.vocab_size, .rows = n_out});
+  ops.rms_norm({.x = fin,
+                .ldx = d,
+                .weight = w.output_norm(),
+                .y = fin,
+                .ldy = d,
+                .rows = n_out,
+                .cols = d,
+                .eps = c.norm_eps});
+  ops.matmul({.w = w.output(),
+              .x = fin,
+              .ldx = d,
+              .bias = nullptr,
+              .y = logits,
+              .ldy = c.vocab_size,
+              .rows = n_out});
 }
 
 }  // namespace mnemo::engine

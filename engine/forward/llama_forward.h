@@ -59,6 +59,10 @@ struct SeqBatchEntry {
 
 struct ForwardOptions {
   int threads = 0;  // oneTBB threads for the kernels; 0: every hardware thread
+  // Run the scalar reference twins of the ops (kernels/ops.h `<Op>Ref`: single-threaded,
+  // no 8-bit activation rounding, attention softmax in double) instead of the fast ones.
+  // Slow; for validating the forward pass itself against an independent implementation.
+  bool reference_kernels = false;
 };
 
 class LlamaForward {
@@ -91,9 +95,11 @@ class LlamaForward {
 
  private:
   struct Scratch;
+  struct Ops;
+  static const Ops kFastOps;
+  static const Ops kReferenceOps;
   LlamaForward() = default;
-  absl::Status Validate(const kernels::KvArenaView& kv,
-                        std::span<const SeqBatchEntry> batch) const;
+  absl::Status Validate(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch) const;
   void Plan(std::span<const SeqBatchEntry> batch);
   void RunLayers(const kernels::KvArenaView& kv, float* logits);
 
@@ -101,6 +107,7 @@ class LlamaForward {
   int threads_ = 1;
   kernels::RopeTable rope_;
   std::unique_ptr<Scratch> scratch_;
+  const Ops* ops_ = nullptr;
 };
 
 }  // namespace mnemo::engine

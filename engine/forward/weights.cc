@@ -46,9 +46,9 @@ absl::StatusOr<const float*> ModelWeights::Vector(const Model& model, const std:
   const TensorRef* t = model.FindTensor(name);
   if (t == nullptr) return absl::NotFoundError(absl::StrCat("model has no tensor ", name));
   if (!kernels::CanDequantize(t->dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor ", name, " has dtype ", AsAbsl(kernels::DTypeName(t->dtype)),
-        ", which the forward pass does not support"));
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has dtype ",
+                                                   AsAbsl(kernels::DTypeName(t->dtype)),
+                                                   ", which the forward pass does not support"));
   }
   const int64_t n = t->n_elements();
   std::vector<uint64_t> aligned(t->bytes / 8 + 1);

@@ -27,14 +27,14 @@ struct LayerWeights {
   const float* q_bias = nullptr;     // qkv_bias only, else nullptr
   const float* k_bias = nullptr;
   const float* v_bias = nullptr;
-  const float* q_norm = nullptr;     // qk_norm only: [head_dim]
+  const float* q_norm = nullptr;  // qk_norm only: [head_dim]
   const float* k_norm = nullptr;
-  kernels::WeightView attn_output;   // [d_model, n_heads * head_dim]
-  const float* o_bias = nullptr;     // attn_output_bias only: [d_model]
-  const float* ffn_norm = nullptr;   // [d_model]
-  kernels::WeightView ffn_gate;      // [d_ff, d_model]
-  kernels::WeightView ffn_up;        // [d_ff, d_model]
-  kernels::WeightView ffn_down;      // [d_model, d_ff]
+  kernels::WeightView attn_output;  // [d_model, n_heads * head_dim]
+  const float* o_bias = nullptr;    // attn_output_bias only: [d_model]
+  const float* ffn_norm = nullptr;  // [d_model]
+  kernels::WeightView ffn_gate;     // [d_ff, d_model]
+  kernels::WeightView ffn_up;       // [d_ff, d_model]
+  kernels::WeightView ffn_down;     // [d_model, d_ff]
 };
 
 class ModelWeights {

@@ -37,16 +37,44 @@ absl::StatusOr<std::vector<float>> Dequantize(const TensorRef& t) {
   return out;
 }
 
+// x rounded as 8-bit blocks of 32 (ReferenceOptions::q8_activations).
+std::vector<double> RoundQ8(const double* x, int64_t n) {
+  std::vector<double> out(static_cast<size_t>(n));
+  for (int64_t b = 0; b < n; b += 32) {
+    const int64_t e = std::min(n, b + 32);
+    float amax = 0.0f;
+    for (int64_t i = b; i < e; ++i) amax = std::max(amax, std::abs(static_cast<float>(x[i])));
+    const float d = amax / 127.0f;
+    const float inv = d > 0.0f ? 1.0f / d : 0.0f;
+    for (int64_t i = b; i < e; ++i) {
+      const float q = std::nearbyint(static_cast<float>(x[i]) * inv);  // ties to even
+      out[i] = static_cast<double>(q) * static_cast<double>(d);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 // out[r] = sum_c m[r][c] * x[c] (+ bias[r]), in double.
-void MatVec(const std::vector<float>& m, int64_t rows, int64_t cols, const double* x,
-            const std::vector<float>& bias, double* out) {
+void ReferenceModel::MatVec(const Matrix& m, const double* x, const std::vector<float>& bias,
+                            double* out) {
+  std::vector<double> rounded;
+  if (m.round_input) {
+    rounded = RoundQ8(x, m.cols);
+    x = rounded.data();
+  }
+  const int64_t rows = m.rows;
+  const int64_t cols = m.cols;
   for (int64_t r = 0; r < rows; ++r) {
-    const float* w = m.data() + r * cols;
+    const float* w = m.w.data() + r * cols;
     double acc = 0.0;
     for (int64_t c = 0; c < cols; ++c) acc += static_cast<double>(w[c]) * x[c];
     out[r] = acc + (bias.empty() ? 0.0 : static_cast<double>(bias[r]));
   }
 }
+
+namespace {
 
 // y = x / sqrt(mean(x^2) + eps) * weight, n values.
 void RmsNorm(const double* x, const std::vector<float>& weight, double eps, int64_t n, double* y) {
@@ -131,7 +159,8 @@ void ApplyRope(double* head, int rotary_dims, RopeStyle style, const std::vector
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(const engine::Model& model) {
+absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(
+    const engine::Model& model, const ReferenceOptions& opts) {
   std::unique_ptr<ReferenceModel> m(new ReferenceModel());
   m->config_ = model.config();
   const ModelConfig& c = m->config_;
@@ -148,6 +177,7 @@ absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(const eng
     if (t == nullptr) return absl::NotFoundError(absl::StrCat("reference: no tensor ", name));
     out->rows = t->shape[0];
     out->cols = t->shape[1];
+    out->round_input = opts.q8_activations && kernels::GetDTypeInfo(t->dtype).quantized;
     return vec(name, &out->w);
   };
   absl::Status s = mat("token_embd.weight", &m->embedding_);
@@ -187,6 +217,7 @@ absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(const eng
     if (!s.ok()) return s;
   }
   m->theta_ = RopeTheta(c.rope, c.context_length, freq_factors);
+  m->f16_kv_ = opts.f16_kv;
   m->rope_scale_ = c.rope.scaling == RopeScalingKind::kYarn ? c.rope.attn_factor : 1.0;
   return m;
 }
@@ -199,14 +230,19 @@ std::vector<std::vector<double>> ReferenceModel::Logits(std::span<const TokenId>
   return out;
 }
 
-std::vector<TokenId> ReferenceModel::Greedy(std::span<const TokenId> prompt, int n) const {
+std::vector<TokenId> ReferenceModel::Greedy(std::span<const TokenId> prompt, int n,
+                                            std::vector<std::vector<double>>* all) const {
   ReferenceSequence seq(*this);
   std::vector<double> logits;
-  for (TokenId t : prompt) logits = seq.Step(t);
+  auto step = [&](TokenId t) {
+    logits = seq.Step(t);
+    if (all != nullptr) all->push_back(logits);
+  };
+  for (TokenId t : prompt) step(t);
   std::vector<TokenId> out;
   for (int i = 0; i < n; ++i) {
     out.push_back(static_cast<TokenId>(ArgMax(logits)));
-    if (i + 1 < n) logits = seq.Step(out.back());
+    if (i + 1 < n) step(out.back());
   }
   return out;
 }
@@ -239,9 +275,9 @@ std::vector<double> ReferenceSequence::Step(TokenId token) {
   for (int l = 0; l < c.n_layers; ++l) {
     const ReferenceModel::Layer& L = m_.layers_[static_cast<size_t>(l)];
     RmsNorm(x.data(), L.attn_norm, eps, d, h.data());
-    MatVec(L.q.w, q_dim, d, h.data(), L.q_bias, q.data());
-    MatVec(L.k.w, kv_dim, d, h.data(), L.k_bias, k.data());
-    MatVec(L.v.w, kv_dim, d, h.data(), L.v_bias, v.data());
+    ReferenceModel::MatVec(L.q, h.data(), L.q_bias, q.data());
+    ReferenceModel::MatVec(L.k, h.data(), L.k_bias, k.data());
+    ReferenceModel::MatVec(L.v, h.data(), L.v_bias, v.data());
     if (c.qk_norm) {
       for (int hh = 0; hh < c.n_heads; ++hh) {
         RmsNorm(&q[hh * hd], L.q_norm, eps, hd, &q[hh * hd]);
@@ -258,6 +294,10 @@ std::vector<double> ReferenceSequence::Step(TokenId token) {
     }
     std::vector<double>& kc = k_cache_[static_cast<size_t>(l)];
     std::vector<double>& vc = v_cache_[static_cast<size_t>(l)];
+    if (m_.f16_kv_) {
+      for (double& x16 : k) x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
+      for (double& x16 : v) x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
+    }
     kc.insert(kc.end(), k.begin(), k.end());
     vc.insert(vc.end(), v.begin(), v.end());
 
@@ -289,20 +329,20 @@ std::vector<double> ReferenceSequence::Step(TokenId token) {
         for (int i = 0; i < hd; ++i) oh[i] += p * vj[i];
       }
     }
-    MatVec(L.o.w, d, q_dim, attn.data(), L.o_bias, proj.data());
+    ReferenceModel::MatVec(L.o, attn.data(), L.o_bias, proj.data());
     for (int64_t i = 0; i < d; ++i) x[i] += proj[i];
 
     RmsNorm(x.data(), L.ffn_norm, eps, d, h.data());
-    MatVec(L.gate.w, c.d_ff, d, h.data(), {}, gate.data());
-    MatVec(L.up.w, c.d_ff, d, h.data(), {}, up.data());
+    ReferenceModel::MatVec(L.gate, h.data(), {}, gate.data());
+    ReferenceModel::MatVec(L.up, h.data(), {}, up.data());
     for (int64_t i = 0; i < c.d_ff; ++i) gate[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
-    MatVec(L.down.w, d, c.d_ff, gate.data(), {}, proj.data());
+    ReferenceModel::MatVec(L.down, gate.data(), {}, proj.data());
     for (int64_t i = 0; i < d; ++i) x[i] += proj[i];
   }
   RmsNorm(x.data(), m_.output_norm_, eps, d, h.data());
   const ReferenceModel::Matrix& out = c.tied_embeddings ? m_.embedding_ : m_.output_;
   std::vector<double> logits(static_cast<size_t>(out.rows));
-  MatVec(out.w, out.rows, d, h.data(), {}, logits.data());
+  ReferenceModel::MatVec(out, h.data(), {}, logits.data());
   return logits;
 }
 

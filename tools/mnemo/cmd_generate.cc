@@ -23,12 +23,14 @@ using nlohmann::json;
 const CommandSpec& Spec() {
   static const CommandSpec spec = {
       .name = "generate",
-      .usage = "MODEL --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-k K]\n"
-               "       [--top-p P] [--min-p P] [--seed S] [--threads N] [--device cpu|cuda[:N]]\n"
-               "       [--json] [--top-logprobs K]",
-      .summary = "Generates a continuation of TEXT and streams it to stdout; prompt and\n"
-                 "generation speeds go to stderr at the end. --temperature 0 is greedy and\n"
-                 "deterministic (the same ids at any thread count).",
+      .usage =
+          "MODEL --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-k K]\n"
+          "       [--top-p P] [--min-p P] [--seed S] [--threads N] [--device cpu|cuda[:N]]\n"
+          "       [--json] [--top-logprobs K]",
+      .summary =
+          "Generates a continuation of TEXT and streams it to stdout; prompt and\n"
+          "generation speeds go to stderr at the end. --temperature 0 is greedy and\n"
+          "deterministic (the same ids at any thread count).",
       .flags = {{"prompt", true, "TEXT", "the prompt (required)"},
                 {"chat", false, "", "render TEXT as a user message with the chat template"},
                 {"max-tokens", true, "N", "generate at most N tokens (default 128)"},
@@ -101,8 +103,8 @@ int RunGenerate(const std::vector<std::string>& args) {
   auto threads = parsed->GetInt("threads", 0);
   auto top_logprobs = parsed->GetInt("top-logprobs", 0);
   for (const absl::Status& s :
-       {max_tokens.status(), temperature.status(), top_k.status(), top_p.status(),
-        min_p.status(), seed.status(), threads.status(), top_logprobs.status()}) {
+       {max_tokens.status(), temperature.status(), top_k.status(), top_p.status(), min_p.status(),
+        seed.status(), threads.status(), top_logprobs.status()}) {
     if (!s.ok()) return Fail(AsStd(s.message()), 2);
   }
   if (*max_tokens < 0) return Fail("--max-tokens must be >= 0", 2);
@@ -117,9 +119,9 @@ int RunGenerate(const std::vector<std::string>& args) {
   req.sampling.top_p = static_cast<float>(*top_p);
   req.sampling.min_p = static_cast<float>(*min_p);
   req.sampling.top_logprobs = static_cast<int>(*top_logprobs);
-  req.sampling.seed =
-      *seed >= 0 ? static_cast<uint64_t>(*seed) : (uint64_t{std::random_device()()} << 32) |
-                                                       std::random_device()();
+  req.sampling.seed = *seed >= 0
+                          ? static_cast<uint64_t>(*seed)
+                          : (uint64_t{std::random_device()()} << 32) | std::random_device()();
   if (absl::Status s = CheckDevice(parsed->Get("device").value_or("cpu")); !s.ok()) {
     return Fail(AsStd(s.message()), absl::IsInvalidArgument(s) ? 2 : 1);
   }
