@@ -18,8 +18,7 @@ constexpr Subcommand kSubcommands[] = {
     {"inspect", "show a model's config, tensors, tokenizer and chat template",
      mnemo::cli::RunInspect},
     {"tokenize", "print the token ids (and pieces) of a text", mnemo::cli::RunTokenize},
-    {"make-test-model", "write a tiny random-weight model for tests",
-     mnemo::cli::RunMakeTestModel},
+    {"make-test-model", "write a tiny random-weight model for tests", mnemo::cli::RunMakeTestModel},
 };
 
 void PrintUsage(std::FILE* out) {
