@@ -40,10 +40,10 @@ struct WeightView {
 // out[i][:] = dequantized row ids[i] of table (table.cols elements). ids must be in
 // [0, table.rows) (checked).
 struct EmbeddingParams {
-  WeightView table;       // [vocab, d_model]
+  WeightView table;  // [vocab, d_model]
   const int32_t* ids = nullptr;
-  int64_t n = 0;          // number of ids
-  float* out = nullptr;   // [n, ld_out]
+  int64_t n = 0;         // number of ids
+  float* out = nullptr;  // [n, ld_out]
   int64_t ld_out = 0;
 };
 void EmbeddingRef(const EmbeddingParams& p);
@@ -55,7 +55,7 @@ struct RmsNormParams {
   const float* x = nullptr;  // [rows, ldx]
   int64_t ldx = 0;
   const float* weight = nullptr;  // [cols]
-  float* y = nullptr;        // [rows, ldy]
+  float* y = nullptr;             // [rows, ldy]
   int64_t ldy = 0;
   int64_t rows = 0;
   int64_t cols = 0;
@@ -76,18 +76,23 @@ struct RopeFreqConfig {
   float base = 10000.0f;
   int rotary_dims = 0;  // even, <= head_dim
   RopeScaling scaling = RopeScaling::kNone;
-  float factor = 1.0f;          // linear / llama3 / yarn
-  int original_context = 0;     // llama3 / yarn
-  float low_freq_factor = 1.0f;   // llama3
-  float high_freq_factor = 4.0f;  // llama3
-  float beta_fast = 32.0f;        // yarn
-  float beta_slow = 1.0f;         // yarn
+  float factor = 1.0f;                  // linear / llama3 / yarn
+  int original_context = 0;             // llama3 / yarn
+  float low_freq_factor = 1.0f;         // llama3
+  float high_freq_factor = 4.0f;        // llama3
+  float beta_fast = 32.0f;              // yarn
+  float beta_slow = 1.0f;               // yarn
+  float attn_factor = 1.0f;             // yarn: multiplies mscale
   const float* freq_factors = nullptr;  // optional per-pair divisors (GGUF rope_freqs.weight)
 };
 
 // Per-pair angular frequencies theta_i (angle = position * theta_i), i < rotary_dims / 2,
 // with the scaling applied, and the attention magnitude scale (yarn's mscale; 1 otherwise)
-// that multiplies cos and sin.
+// that multiplies cos and sin. theta_i = base^(-2i / rotary_dims) / freq_factors[i] (when
+// given), then: linear divides by factor; llama3 applies Meta's wavelength smoothing against
+// original_context; yarn ramps between theta / factor and theta over the dimensions between
+// beta_fast and beta_slow turns, with mscale = (0.1 ln(factor) + 1) * attn_factor. Computed
+// in double, rounded once. Formulas: kernels/cpu/ops_rope_table.cc.
 struct RopeTable {
   std::vector<float> theta;
   float mscale = 1.0f;
@@ -117,11 +122,11 @@ void Rope(const RopeParams& p);
 // may quantize x to 8 bits per block for integer dot products: its tolerance is then the
 // q8 activation rounding, stated in the test). y must not alias x.
 struct MatMulParams {
-  WeightView w;               // [n_out, k]
-  const float* x = nullptr;   // [rows, ldx]
+  WeightView w;              // [n_out, k]
+  const float* x = nullptr;  // [rows, ldx]
   int64_t ldx = 0;
   const float* bias = nullptr;  // [n_out] or nullptr
-  float* y = nullptr;         // [rows, ldy]
+  float* y = nullptr;           // [rows, ldy]
   int64_t ldy = 0;
   int64_t rows = 0;
 };
