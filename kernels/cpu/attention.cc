@@ -46,8 +46,22 @@ struct ScalarOps {
     return (s[0] + s[1]) + (s[2] + s[3]);
   }
 
-  static void ExpShifted(const float* s, int n, float m, float* out) {
-    for (int i = 0; i < n; ++i) out[i] = std::exp(s[i] - m);
+  static float Scores(const float* q, const float* k, int n, int hdp, float* s) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int i = 0; i < n; ++i) {
+      s[i] = Dot(q, k + static_cast<int64_t>(i) * hdp, hdp);
+      mx = std::max(mx, s[i]);
+    }
+    return mx;
+  }
+
+  static float ExpShifted(const float* s, int n, float m, float* out) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      out[i] = std::exp(s[i] - m);
+      sum += out[i];
+    }
+    return sum;
   }
 
   static void ScaleAddRows(float* acc, float alpha, const float* p, const float* v, int n,

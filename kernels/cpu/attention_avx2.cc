@@ -33,6 +33,12 @@ float HorizontalSum(__m256 x) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
 }
 
+// Lane j of the result is the sum of a_j's eight lanes, by the same tree for every j.
+__m128 Reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 struct Avx2Ops {
   static constexpr int kLanes = 8;
 
@@ -59,16 +65,40 @@ struct Avx2Ops {
     }
   }
 
-  static float Dot(const float* a, const float* b, int hdp) {
-    __m256 acc0 = _mm256_setzero_ps();
-    __m256 acc1 = _mm256_setzero_ps();
-    int d = 0;
-    for (; d + 16 <= hdp; d += 16) {
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), acc1);
+  // Scores of keys k[0..n) (rows of hdp) against q, four keys at a time: each key has one
+  // accumulator over the head dimension, then the four are reduced together by one
+  // symmetric tree, so every key's score is the same sequence of operations wherever it
+  // sits in its group (a short last group repeats key i; the extra results are dropped).
+  static float Scores(const float* q, const float* k, int n, int hdp, float* s) {
+    __m128 mx = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int i = 0; i < n; i += 4) {
+      const float* k0 = k + static_cast<int64_t>(i) * hdp;
+      const float* k1 = i + 1 < n ? k0 + hdp : k0;
+      const float* k2 = i + 2 < n ? k0 + 2 * hdp : k0;
+      const float* k3 = i + 3 < n ? k0 + 3 * hdp : k0;
+      __m256 a0 = _mm256_setzero_ps();
+      __m256 a1 = a0;
+      __m256 a2 = a0;
+      __m256 a3 = a0;
+      for (int d = 0; d < hdp; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + d);
+        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
+        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+      }
+      const __m128 r = Reduce4(a0, a1, a2, a3);
+      mx = _mm_max_ps(mx, r);  // repeated keys do not change the max
+      if (n - i >= 4) {
+        _mm_storeu_ps(s + i, r);
+      } else {
+        alignas(16) float t[4];
+        _mm_store_ps(t, r);
+        for (int j = i; j < n; ++j) s[j] = t[j - i];
+      }
     }
-    if (d < hdp) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc0);
-    return HorizontalSum(_mm256_add_ps(acc0, acc1));
+    mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+    return _mm_cvtss_f32(_mm_max_ss(mx, _mm_movehdup_ps(mx)));
   }
 
   // exp(x) for x <= 0, as in attention_avx512.cc; 2^n is built in the exponent bits
@@ -93,25 +123,59 @@ struct Avx2Ops {
     return _mm256_and_ps(_mm256_mul_ps(poly, _mm256_castsi256_ps(bits)), keep);
   }
 
-  static void ExpShifted(const float* s, int n, float m, float* out) {
+  static float ExpShifted(const float* s, int n, float m, float* out) {
     const __m256 vm = _mm256_set1_ps(m);
+    __m256 sum = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-      _mm256_storeu_ps(out + i, Exp(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm)));
+      const __m256 e = Exp(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+      _mm256_storeu_ps(out + i, e);
+      sum = _mm256_add_ps(sum, e);
     }
-    if (i < n) {  // the same lane math on a padded copy: elementwise, so bit-identical
-      alignas(32) float tmp[8] = {};
-      for (int j = i; j < n; ++j) tmp[j - i] = s[j];
-      _mm256_store_ps(tmp, Exp(_mm256_sub_ps(_mm256_load_ps(tmp), vm)));
-      for (int j = i; j < n; ++j) out[j] = tmp[j - i];
+    if (i < n) {  // the same lane math on a copy padded with -inf (whose exp is 0)
+      alignas(32) float t[8];
+      for (int j = 0; j < 8; ++j)
+        t[j] = i + j < n ? s[i + j] : -std::numeric_limits<float>::infinity();
+      const __m256 e = Exp(_mm256_sub_ps(_mm256_load_ps(t), vm));
+      _mm256_store_ps(t, e);
+      for (int j = i; j < n; ++j) out[j] = t[j - i];
+      sum = _mm256_add_ps(sum, e);
     }
+    return HorizontalSum(sum);
   }
 
+  // Four vectors of the accumulator stay in registers while the n value rows stream by;
+  // each element still gets acc * alpha, then + p[0] v[0][d], + p[1] v[1][d], ... in order.
   static void ScaleAddRows(float* acc, float alpha, const float* p, const float* v, int n,
                            int hdp) {
     const __m256 va = _mm256_set1_ps(alpha);
     const bool rescale = alpha != 1.0f;  // skipping x * 1 changes no bit
-    for (int d = 0; d < hdp; d += 8) {
+    int d = 0;
+    for (; d + 32 <= hdp; d += 32) {
+      __m256 a0 = _mm256_loadu_ps(acc + d);
+      __m256 a1 = _mm256_loadu_ps(acc + d + 8);
+      __m256 a2 = _mm256_loadu_ps(acc + d + 16);
+      __m256 a3 = _mm256_loadu_ps(acc + d + 24);
+      if (rescale) {
+        a0 = _mm256_mul_ps(a0, va);
+        a1 = _mm256_mul_ps(a1, va);
+        a2 = _mm256_mul_ps(a2, va);
+        a3 = _mm256_mul_ps(a3, va);
+      }
+      for (int i = 0; i < n; ++i) {
+        const __m256 pb = _mm256_set1_ps(p[i]);
+        const float* vi = v + static_cast<int64_t>(i) * hdp + d;
+        a0 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vi), a0);
+        a1 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vi + 8), a1);
+        a2 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vi + 16), a2);
+        a3 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vi + 24), a3);
+      }
+      _mm256_storeu_ps(acc + d, a0);
+      _mm256_storeu_ps(acc + d + 8, a1);
+      _mm256_storeu_ps(acc + d + 16, a2);
+      _mm256_storeu_ps(acc + d + 24, a3);
+    }
+    for (; d < hdp; d += 8) {
       __m256 a = _mm256_loadu_ps(acc + d);
       if (rescale) a = _mm256_mul_ps(a, va);
       for (int i = 0; i < n; ++i) {

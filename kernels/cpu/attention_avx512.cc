@@ -28,6 +28,18 @@
 namespace mnemo::kernels::attention_internal {
 namespace {
 
+// Adds the upper half of a vector to its lower half.
+__m256 Fold(__m512 a) {
+  return _mm256_add_ps(_mm512_castps512_ps256(a),
+                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+
+// Lane j of the result is the sum of a_j's eight lanes, by the same tree for every j.
+__m128 Reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 struct Avx512Ops {
   static constexpr int kLanes = 16;
 
@@ -54,16 +66,40 @@ struct Avx512Ops {
     }
   }
 
-  static float Dot(const float* a, const float* b, int hdp) {
-    __m512 acc0 = _mm512_setzero_ps();
-    __m512 acc1 = _mm512_setzero_ps();
-    int d = 0;
-    for (; d + 32 <= hdp; d += 32) {
-      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc0);
-      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d + 16), _mm512_loadu_ps(b + d + 16), acc1);
+  // Scores of keys k[0..n) (rows of hdp) against q, four keys at a time: each key has one
+  // accumulator over the head dimension, then the four are reduced together by one
+  // symmetric tree, so every key's score is the same sequence of operations wherever it
+  // sits in its group (a short last group repeats key i; the extra results are dropped).
+  static float Scores(const float* q, const float* k, int n, int hdp, float* s) {
+    __m128 mx = _mm_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int i = 0; i < n; i += 4) {
+      const float* k0 = k + static_cast<int64_t>(i) * hdp;
+      const float* k1 = i + 1 < n ? k0 + hdp : k0;
+      const float* k2 = i + 2 < n ? k0 + 2 * hdp : k0;
+      const float* k3 = i + 3 < n ? k0 + 3 * hdp : k0;
+      __m512 a0 = _mm512_setzero_ps();
+      __m512 a1 = a0;
+      __m512 a2 = a0;
+      __m512 a3 = a0;
+      for (int d = 0; d < hdp; d += 16) {
+        const __m512 qv = _mm512_loadu_ps(q + d);
+        a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + d), a0);
+        a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k1 + d), a1);
+        a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k2 + d), a2);
+        a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k3 + d), a3);
+      }
+      const __m128 r = Reduce4(Fold(a0), Fold(a1), Fold(a2), Fold(a3));
+      mx = _mm_max_ps(mx, r);  // repeated keys do not change the max
+      if (n - i >= 4) {
+        _mm_storeu_ps(s + i, r);
+      } else {
+        alignas(16) float t[4];
+        _mm_store_ps(t, r);
+        for (int j = i; j < n; ++j) s[j] = t[j - i];
+      }
     }
-    if (d < hdp) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + d), _mm512_loadu_ps(b + d), acc0);
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    mx = _mm_max_ps(mx, _mm_movehl_ps(mx, mx));
+    return _mm_cvtss_f32(_mm_max_ss(mx, _mm_movehdup_ps(mx)));
   }
 
   // exp(x) for x <= 0: x = n ln2 + r (Cody-Waite split of ln2), exp(r) by its Taylor
@@ -87,20 +123,51 @@ struct Avx512Ops {
     return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_scalef_ps(poly, n));
   }
 
-  static void ExpShifted(const float* s, int n, float m, float* out) {
+  static float ExpShifted(const float* s, int n, float m, float* out) {
     const __m512 vm = _mm512_set1_ps(m);
+    __m512 sum = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 16) {
       const __mmask16 mask = n - i >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n - i)) - 1);
       const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, s + i), vm);
-      _mm512_mask_storeu_ps(out + i, mask, Exp(x));
+      const __m512 e = _mm512_maskz_mov_ps(mask, Exp(x));  // lanes past n: exactly 0
+      _mm512_mask_storeu_ps(out + i, mask, e);
+      sum = _mm512_add_ps(sum, e);
     }
+    return _mm512_reduce_add_ps(sum);
   }
 
+  // Four vectors of the accumulator stay in registers while the n value rows stream by;
+  // each element still gets acc * alpha, then + p[0] v[0][d], + p[1] v[1][d], ... in order.
   static void ScaleAddRows(float* acc, float alpha, const float* p, const float* v, int n,
                            int hdp) {
     const __m512 va = _mm512_set1_ps(alpha);
     const bool rescale = alpha != 1.0f;  // skipping x * 1 changes no bit
-    for (int d = 0; d < hdp; d += 16) {
+    int d = 0;
+    for (; d + 64 <= hdp; d += 64) {
+      __m512 a0 = _mm512_loadu_ps(acc + d);
+      __m512 a1 = _mm512_loadu_ps(acc + d + 16);
+      __m512 a2 = _mm512_loadu_ps(acc + d + 32);
+      __m512 a3 = _mm512_loadu_ps(acc + d + 48);
+      if (rescale) {
+        a0 = _mm512_mul_ps(a0, va);
+        a1 = _mm512_mul_ps(a1, va);
+        a2 = _mm512_mul_ps(a2, va);
+        a3 = _mm512_mul_ps(a3, va);
+      }
+      for (int i = 0; i < n; ++i) {
+        const __m512 pb = _mm512_set1_ps(p[i]);
+        const float* vi = v + static_cast<int64_t>(i) * hdp + d;
+        a0 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(vi), a0);
+        a1 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(vi + 16), a1);
+        a2 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(vi + 32), a2);
+        a3 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(vi + 48), a3);
+      }
+      _mm512_storeu_ps(acc + d, a0);
+      _mm512_storeu_ps(acc + d + 16, a1);
+      _mm512_storeu_ps(acc + d + 32, a2);
+      _mm512_storeu_ps(acc + d + 48, a3);
+    }
+    for (; d < hdp; d += 16) {
       __m512 a = _mm512_loadu_ps(acc + d);
       if (rescale) a = _mm512_mul_ps(a, va);
       for (int i = 0; i < n; ++i) {
