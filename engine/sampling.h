@@ -132,29 +132,52 @@ class Sampler {
   struct Cand {
     float logit;  // after bias and penalties (not divided by T)
     TokenId id;
-    float weight;  // exp((logit - max) / T): unnormalised probability
+    float weight;  // exp((logit - max) / T): unnormalised probability, 1 for the most likely
   };
+  // Logit cutoffs that split the vocabulary into nested heads (logit >= cutoff), each a prefix
+  // of the draw order: fixed probability ratios to the maximum, and last the min-p floor
+  // (-inf when min-p is off). They let top-k, top-p and the draw gather and sort only the
+  // head that holds what they need.
+  static constexpr int kLevels = 6;
+  static constexpr int kFloor = kLevels - 1;
 
-  // Copies logits into work_ and applies bias and penalties (steps 1-2).
+  // Copies logits into work_ and applies bias and penalties (steps 1-2); sets max_logit_.
   void PrepareLogits(std::span<const float> logits, std::span<const TokenId> history,
                      int64_t n_prompt);
-  // Steps 4-7 over work_: fills cands_ with the kept set; returns its total weight. The
-  // first sorted_ entries of cands_ are in draw order, the rest are all less likely.
-  double Truncate();
+  // weight_ for every token; per level its cutoff and the weight and count of its head.
+  void ComputeWeights();
+  // cands_ = the tokens that are not banned with logit >= cutoff, unsorted.
+  void Gather(float cutoff);
+  // Steps 5-8 over work_. With `u`, returns the drawn token; without, leaves the kept set in
+  // cands_, sorted, and returns kNoToken. kNoToken also when every token is banned.
+  TokenId Truncate(const double* u);
   // Makes cands_[0, n) sorted in draw order and the n best (n <= cands_.size()).
   void EnsureSorted(size_t n);
-  // The index in cands_ (sorting as needed) where the cumulative weight first exceeds
-  // `mass`; the last index if rounding keeps it from being exceeded.
+  // The first index in cands_ (sorting as needed) where the cumulative weight exceeds `mass`,
+  // or cands_.size() if it never does.
   size_t FindMass(double mass);
-  void FillLogprobs(TokenId chosen, SampleResult& result) const;
+  // The last index in cands_ whose weight is positive (sorts cands_ completely).
+  size_t LastDrawable();
+  double CandsWeight() const;
+  void FillLogprobs(TokenId chosen, double log_z, SampleResult& result) const;
+  double LogSumExp() const;
 
   SamplingParams params_;
   int vocab_size_;
   Rng rng_;
-  std::vector<float> work_;     // [vocab]
+  // Per-call scratch. work_ and weight_ are padded to a multiple of 4 entries (padding
+  // logits are -inf, weights 0) so that the vector loops need no tail.
+  std::vector<float> work_;     // [vocab + pad] logits after bias and penalties
+  std::vector<float> weight_;   // [vocab + pad]
   std::vector<int32_t> count_;  // [vocab], all zero between calls
   std::vector<Cand> cands_;
   size_t sorted_ = 0;
+  float max_logit_ = 0.0f;
+  double total_weight_ = 0.0;
+  int64_t num_valid_ = 0;  // tokens not banned
+  std::array<float, kLevels> cutoff_{};
+  std::array<double, kLevels> level_mass_{};
+  std::array<int64_t, kLevels> level_count_{};
 };
 
 }  // namespace mnemo::engine
