@@ -152,13 +152,28 @@ float HorizontalSum(F4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 // double, which keeps the sums accurate to ~1e-7 relative over any vocabulary size.
 constexpr size_t kFoldVectors = 16;
 
-float MaxOf(std::span<const float> v) {  // v.size() % 4 == 0
+// The maximum of v and the lowest index holding it (v.size() % 4 == 0, no NaN). Each lane
+// keeps its first maximum (strict >); among lanes the lowest index wins.
+std::pair<float, size_t> MaxAndArgMax(std::span<const float> v) {
   F4 best = Splat(kNegInf);
+  I4 best_index = {0, 1, 2, 3};
+  I4 index = {0, 1, 2, 3};
   for (size_t i = 0; i < v.size(); i += 4) {
     const F4 x = Load(v.data() + i);
-    best = x > best ? x : best;
+    const I4 greater = x > best;
+    best = greater ? x : best;
+    best_index = greater ? index : best_index;
+    index += 4;
   }
-  return std::max(std::max(best[0], best[1]), std::max(best[2], best[3]));
+  float max = best[0];
+  int32_t arg = best_index[0];
+  for (int lane = 1; lane < 4; ++lane) {
+    if (best[lane] > max || (best[lane] == max && best_index[lane] < arg)) {
+      max = best[lane];
+      arg = best_index[lane];
+    }
+  }
+  return {max, static_cast<size_t>(arg)};
 }
 
 // Draw order: logit descending, then id ascending (a strict total order).
@@ -241,12 +256,12 @@ void Sampler::PrepareLogits(std::span<const float> logits, std::span<const Token
       count_[t] = 0;
     }
   }
-  max_logit_ = MaxOf(work_);
+  const auto [max, arg_max] = MaxAndArgMax(work_);
+  max_logit_ = max;
+  arg_max_ = static_cast<TokenId>(arg_max);
 }
 
 void Sampler::ComputeWeights() {
-  const F4 max4 = Splat(max_logit_);
-  const F4 inv_t = Splat(1.0f / params_.temperature);
   // p / p_max >= ratio  <=>  (logit - max) / T >= ln(ratio). Cutting by logit makes every
   // head exactly a prefix of the draw order.
   const double t = params_.temperature;
@@ -255,10 +270,21 @@ void Sampler::ComputeWeights() {
   }
   cutoff_[kFloor] =
       params_.min_p > 0.0f ? static_cast<float>(max_logit_ + t * std::log(params_.min_p)) : kNegInf;
+  // Top-k needs the heads' sizes; top-p and the draw need their weights.
+  if (top_k_active()) {
+    WeighHeads<true>();
+  } else {
+    WeighHeads<false>();
+  }
+}
+
+template <bool kCount>
+void Sampler::WeighHeads() {
+  const F4 max4 = Splat(max_logit_);
+  const F4 inv_t = Splat(1.0f / params_.temperature);
   F4 cutoffs[kLevels];
   for (int j = 0; j < kLevels; ++j) cutoffs[j] = Splat(cutoff_[j]);
   I4 counts[kLevels] = {};
-  I4 valid = {};
   double total = 0.0;
   double mass[kLevels] = {};
   const size_t n = work_.size();
@@ -271,18 +297,19 @@ void Sampler::ComputeWeights() {
       const F4 w = ExpNonPositive((logit - max4) * inv_t);
       Store(weight_.data() + i, w);
       part_total += w;
-      valid -= logit > Splat(kNegInf);  // a true lane is -1
       for (int j = 0; j < kLevels; ++j) {
         const I4 in_head = logit >= cutoffs[j];
-        part_mass[j] += in_head ? w : Splat(0.0f);
-        counts[j] -= in_head;
+        if constexpr (kCount) {
+          counts[j] -= in_head;  // a true lane is -1
+        } else {
+          part_mass[j] += in_head ? w : Splat(0.0f);
+        }
       }
     }
     total += HorizontalSum(part_total);
     for (int j = 0; j < kLevels; ++j) mass[j] += HorizontalSum(part_mass[j]);
   }
   total_weight_ = total;
-  num_valid_ = int64_t{valid[0]} + valid[1] + valid[2] + valid[3];
   for (int j = 0; j < kLevels; ++j) {
     level_mass_[j] = mass[j];
     level_count_[j] = int64_t{counts[j][0]} + counts[j][1] + counts[j][2] + counts[j][3];
@@ -347,7 +374,7 @@ TokenId Sampler::Truncate(const double* u) {
   // cands_ holds the whole set kept so far once top-k or top-p has cut it.
   bool cut = false;
   const int64_t k = params_.top_k;
-  if (k > 0 && k < num_valid_) {
+  if (top_k_active()) {
     int level = 0;
     while (level < kFloor && level_count_[level] < k) ++level;
     Gather(level < kFloor ? cutoff_[level] : kNegInf);
@@ -468,15 +495,13 @@ SampleResult Sampler::Sample(std::span<const float> logits, std::span<const Toke
   PrepareLogits(logits, history, n_prompt);
   SampleResult result;
   if (params_.temperature == 0.0f) {
-    const auto first_max =
-        std::find(work_.begin(), work_.begin() + vocab_size_, max_logit_) - work_.begin();
-    result.id = static_cast<TokenId>(first_max == vocab_size_ ? 0 : first_max);
+    result.id = arg_max_;
     FillLogprobs(result.id, LogSumExp(), result);
     return result;
   }
   const double u = rng_.NextUniform();
   const TokenId id = Truncate(&u);
-  result.id = id == kNoToken ? 0 : id;
+  result.id = id == kNoToken ? arg_max_ : id;
   // At T = 1 the weights are exactly the terms of the model's log-sum-exp.
   const bool reuse = params_.temperature == 1.0f && max_logit_ != kNegInf;
   FillLogprobs(result.id,

@@ -18,9 +18,18 @@
 //                           descending, then id ascending; the first whose cumulative mass
 //                           exceeds u * (total mass) is chosen (inverse CDF)
 //
-// Steps 5-7 each keep a prefix of that one order, so for a given seed the result depends only
-// on the logits and the history, never on the thread count or the platform. Typical cost is
-// O(V): top-k by selection, top-p and the draw by sorting only the head of the distribution.
+// "Order of probability" is logit descending (exact, before any rounding of exp), then id
+// ascending; steps 5-7 each keep a prefix of that one order. Weights are exp((logit - max)/T)
+// from the sampler's own vectorised exp (about 1 ulp; IEEE float arithmetic only, so the
+// same on every platform) with sums in double, so for a seed the tokens depend only on the
+// logits and the history, never on threads or the machine.
+//
+// Cost is O(V) typical: two or three vector passes over the logits (copy, max, weights; one
+// more for the log-sum-exp when T != 1 or greedy), then only a head of the distribution
+// (the tokens within a fixed probability ratio of the most likely that hold the mass needed)
+// is gathered and partially sorted: top-k by selection, top-p and the draw by sorting until
+// the cumulative mass is reached. Flat distributions (a 0.95 nucleus of thousands of tokens)
+// sort more; see bench/sampling_bench.cc.
 #pragma once
 
 #include <array>
@@ -141,11 +150,16 @@ class Sampler {
   static constexpr int kLevels = 6;
   static constexpr int kFloor = kLevels - 1;
 
-  // Copies logits into work_ and applies bias and penalties (steps 1-2); sets max_logit_.
+  // Copies logits into work_ and applies bias and penalties (steps 1-2); sets max_logit_ and
+  // arg_max_.
   void PrepareLogits(std::span<const float> logits, std::span<const TokenId> history,
                      int64_t n_prompt);
-  // weight_ for every token; per level its cutoff and the weight and count of its head.
+  // weight_ for every token; per level its cutoff and the weight (without top-k) or the
+  // count (with top-k) of its head.
   void ComputeWeights();
+  template <bool kCount>
+  void WeighHeads();
+  bool top_k_active() const { return params_.top_k > 0 && params_.top_k < vocab_size_; }
   // cands_ = the tokens that are not banned with logit >= cutoff, unsorted.
   void Gather(float cutoff);
   // Steps 5-8 over work_. With `u`, returns the drawn token; without, leaves the kept set in
@@ -173,8 +187,8 @@ class Sampler {
   std::vector<Cand> cands_;
   size_t sorted_ = 0;
   float max_logit_ = 0.0f;
+  TokenId arg_max_ = 0;  // the lowest id with max_logit_
   double total_weight_ = 0.0;
-  int64_t num_valid_ = 0;  // tokens not banned
   std::array<float, kLevels> cutoff_{};
   std::array<double, kLevels> level_mass_{};
   std::array<int64_t, kLevels> level_count_{};

@@ -562,6 +562,53 @@ TEST(SamplerTest, MinPOnLargeVocabularyMatchesReference) {
   }
 }
 
+// Random configurations: the drawn token is always one that Candidates() keeps (the draw
+// path gathers smaller heads than Candidates does), and it is the inverse CDF over that list.
+TEST(SamplerTest, RandomConfigurationsDrawFromTheKeptSet) {
+  Rng rng(2718);
+  int mismatches = 0;
+  const int kCases = 300;
+  for (int c = 0; c < kCases; ++c) {
+    const int vocab = 1 + static_cast<int>(rng.NextU64() % 3000);
+    std::vector<float> logits =
+        RandomLogits(vocab, rng.NextU64(), 1.0f + 10.0f * static_cast<float>(rng.NextUniform()));
+    for (float& v : logits) {
+      const double r = rng.NextUniform();
+      if (r < 0.05) v = -kInf;
+      if (r > 0.99) v = kNaN;
+    }
+    SamplingParams p;
+    p.temperature = 0.2f + 2.0f * static_cast<float>(rng.NextUniform());
+    if (rng.NextUniform() < 0.5) p.top_k = static_cast<int>(rng.NextU64() % (vocab + 1));
+    if (rng.NextUniform() < 0.5) p.top_p = 0.05f + 0.95f * static_cast<float>(rng.NextUniform());
+    if (rng.NextUniform() < 0.5) p.min_p = static_cast<float>(std::pow(rng.NextUniform(), 4));
+    p.seed = rng.NextU64();
+    Sampler sampler(p, vocab);
+    const std::vector<TokenLogprob> kept = sampler.Candidates(logits, {}, 0);
+    Rng draw = sampler.rng();
+    const TokenId got = sampler.Sample(logits, {}, 0).id;
+    if (kept.empty()) {  // everything banned
+      EXPECT_EQ(got, 0);
+      continue;
+    }
+    const double u = draw.NextUniform();
+    double cum = 0.0;
+    TokenId want = kept.back().id;
+    for (const TokenLogprob& k : kept) {
+      cum += std::exp(static_cast<double>(k.logprob));
+      if (cum > u) {
+        want = k.id;
+        break;
+      }
+    }
+    bool in_kept = false;
+    for (const TokenLogprob& k : kept) in_kept |= k.id == got;
+    ASSERT_TRUE(in_kept) << "case " << c << " token " << got;
+    mismatches += got != want;
+  }
+  EXPECT_LE(mismatches, kCases / 100);  // rounding at a boundary only
+}
+
 TEST(SamplerTest, SameSeedSameTokens) {
   const std::vector<float> logits = RandomLogits(1000, 1, 3.0f);
   SamplingParams p;
