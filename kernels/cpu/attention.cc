@@ -112,16 +112,8 @@ std::vector<WorkItem> PlanWork(const AttentionParams& p) {
   return items;
 }
 
-CpuIsa BestCpuIsa() {
-  static const CpuIsa isa = [] {
-    __builtin_cpu_init();
-    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      __builtin_cpu_supports("f16c");
-    if (avx2 && __builtin_cpu_supports("avx512f")) return CpuIsa::kAvx512;
-    return avx2 ? CpuIsa::kAvx2 : CpuIsa::kScalar;
-  }();
-  return isa;
-}
+// One detection for every op: the dispatch of kernels/ops.h (capped by SetMaxCpuIsa).
+CpuIsa BestCpuIsa() { return ActiveCpuIsa(); }
 
 }  // namespace attention_internal
 

@@ -24,8 +24,7 @@ struct WorkItem {
   int32_t row_end = 0;
 };
 
-// The best instruction-set path this processor supports (detected once). Local to the
-// attention kernels until kernels/ops.h's ActiveCpuIsa lands; then they follow it.
+// The instruction-set path the attention kernels use: kernels/ops.h's ActiveCpuIsa.
 CpuIsa BestCpuIsa();
 
 // Validates p (MNEMO_CHECK) and lists its work items.
