@@ -18,9 +18,18 @@
 //                           descending, then id ascending; the first whose cumulative mass
 //                           exceeds u * (total mass) is chosen (inverse CDF)
 //
-// Steps 5-7 each keep a prefix of that one order, so for a given seed the result depends only
-// on the logits and the history, never on the thread count or the platform. Typical cost is
-// O(V): top-k by selection, top-p and the draw by sorting only the head of the distribution.
+// "Order of probability" is logit descending (exact, before any rounding of exp), then id
+// ascending; steps 5-7 each keep a prefix of that one order. Weights are exp((logit - max)/T)
+// from the sampler's own vectorised exp (about 1 ulp; IEEE float arithmetic only, so the
+// same on every platform) with sums in double, so for a seed the tokens depend only on the
+// logits and the history, never on threads or the machine.
+//
+// Cost is O(V) typical: two or three vector passes over the logits (copy, max, weights; one
+// more for the log-sum-exp when T != 1 or greedy), then only a head of the distribution
+// (the tokens within a fixed probability ratio of the most likely that hold the mass needed)
+// is gathered and partially sorted: top-k by selection, top-p and the draw by sorting until
+// the cumulative mass is reached. Flat distributions (a 0.95 nucleus of thousands of tokens)
+// sort more; see bench/sampling_bench.cc.
 #pragma once
 
 #include <array>
@@ -132,29 +141,57 @@ class Sampler {
   struct Cand {
     float logit;  // after bias and penalties (not divided by T)
     TokenId id;
-    float weight;  // exp((logit - max) / T): unnormalised probability
+    float weight;  // exp((logit - max) / T): unnormalised probability, 1 for the most likely
   };
+  // Logit cutoffs that split the vocabulary into nested heads (logit >= cutoff), each a prefix
+  // of the draw order: fixed probability ratios to the maximum, and last the min-p floor
+  // (-inf when min-p is off). They let top-k, top-p and the draw gather and sort only the
+  // head that holds what they need.
+  static constexpr int kLevels = 6;
+  static constexpr int kFloor = kLevels - 1;
 
-  // Copies logits into work_ and applies bias and penalties (steps 1-2).
+  // Copies logits into work_ and applies bias and penalties (steps 1-2); sets max_logit_ and
+  // arg_max_.
   void PrepareLogits(std::span<const float> logits, std::span<const TokenId> history,
                      int64_t n_prompt);
-  // Steps 4-7 over work_: fills cands_ with the kept set; returns its total weight. The
-  // first sorted_ entries of cands_ are in draw order, the rest are all less likely.
-  double Truncate();
+  // weight_ for every token; per level its cutoff and the weight (without top-k) or the
+  // count (with top-k) of its head.
+  void ComputeWeights();
+  template <bool kCount>
+  void WeighHeads();
+  bool top_k_active() const { return params_.top_k > 0 && params_.top_k < vocab_size_; }
+  // cands_ = the tokens that are not banned with logit >= cutoff, unsorted.
+  void Gather(float cutoff);
+  // Steps 5-8 over work_. With `u`, returns the drawn token; without, leaves the kept set in
+  // cands_, sorted, and returns kNoToken. kNoToken also when every token is banned.
+  TokenId Truncate(const double* u);
   // Makes cands_[0, n) sorted in draw order and the n best (n <= cands_.size()).
   void EnsureSorted(size_t n);
-  // The index in cands_ (sorting as needed) where the cumulative weight first exceeds
-  // `mass`; the last index if rounding keeps it from being exceeded.
+  // The first index in cands_ (sorting as needed) where the cumulative weight exceeds `mass`,
+  // or cands_.size() if it never does.
   size_t FindMass(double mass);
-  void FillLogprobs(TokenId chosen, SampleResult& result) const;
+  // The last index in cands_ whose weight is positive (sorts cands_ completely).
+  size_t LastDrawable();
+  double CandsWeight() const;
+  void FillLogprobs(TokenId chosen, double log_z, SampleResult& result) const;
+  double LogSumExp() const;
 
   SamplingParams params_;
   int vocab_size_;
   Rng rng_;
-  std::vector<float> work_;     // [vocab]
+  // Per-call scratch. work_ and weight_ are padded to a multiple of 4 entries (padding
+  // logits are -inf, weights 0) so that the vector loops need no tail.
+  std::vector<float> work_;     // [vocab + pad] logits after bias and penalties
+  std::vector<float> weight_;   // [vocab + pad]
   std::vector<int32_t> count_;  // [vocab], all zero between calls
   std::vector<Cand> cands_;
   size_t sorted_ = 0;
+  float max_logit_ = 0.0f;
+  TokenId arg_max_ = 0;  // the lowest id with max_logit_
+  double total_weight_ = 0.0;
+  std::array<float, kLevels> cutoff_{};
+  std::array<double, kLevels> level_mass_{};
+  std::array<int64_t, kLevels> level_count_{};
 };
 
 }  // namespace mnemo::engine

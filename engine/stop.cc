@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/unicode.h"
 #include "kernels/base/check.h"
 
 namespace mnemo::engine {
@@ -16,6 +17,12 @@ absl::Status StopParams::Validate() const {
   for (size_t i = 0; i < stop_strings.size(); ++i) {
     if (stop_strings[i].empty()) {
       return absl::InvalidArgumentError(absl::StrCat("stop: stop_strings[", i, "] is empty"));
+    }
+    // Valid UTF-8 in, valid UTF-8 out: a match or a held suffix then starts where a
+    // character starts, so what Push returns never splits a character.
+    if (!unicode::IsValidUtf8(stop_strings[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop: stop_strings[", i, "] is not valid UTF-8"));
     }
   }
   return absl::OkStatus();

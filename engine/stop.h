@@ -29,7 +29,8 @@ struct StopParams {
   std::vector<std::string> stop_strings;  // non-empty strings; matched across token boundaries
   bool ignore_eos = false;                // when true, end-of-generation tokens do not stop
 
-  // OK, or InvalidArgument naming the field: an empty stop string, more than kMaxStopStrings.
+  // OK, or InvalidArgument naming the field: an empty stop string or one that is not valid
+  // UTF-8, more than kMaxStopStrings.
   absl::Status Validate() const;
 };
 

@@ -3,7 +3,8 @@
 //
 // One block holds `block_tokens` consecutive tokens of ONE sequence for ALL layers:
 //
-//   block = [layer 0 .. n_layers)[k | v][kv_head 0 .. n_kv_heads)[token 0 .. block_tokens)[head_dim]
+//   block = [layer][k | v][kv_head][token][head_dim]
+//   sizes:   n_layers   2   n_kv_heads  block_tokens  head_dim
 //
 // so one (layer, k|v, kv_head) tile of block_tokens x head_dim elements is contiguous.
 // Elements are f16 or bf16. Blocks live at arena + slot * block_bytes; a sequence's block
@@ -15,6 +16,7 @@
 
 #include "kernels/base/hd.h"
 #include "kernels/dtype.h"
+#include "kernels/ops.h"  // CpuIsa
 
 namespace mnemo::kernels {
 
@@ -28,9 +30,7 @@ struct KvLayout {
   MNEMO_HD int64_t elem_bytes() const { return 2; }
   // Elements of one (layer, k|v, kv_head) tile.
   MNEMO_HD int64_t tile_elems() const { return int64_t{block_tokens} * head_dim; }
-  MNEMO_HD int64_t block_elems() const {
-    return int64_t{n_layers} * 2 * n_kv_heads * tile_elems();
-  }
+  MNEMO_HD int64_t block_elems() const { return int64_t{n_layers} * 2 * n_kv_heads * tile_elems(); }
   MNEMO_HD int64_t block_bytes() const { return block_elems() * elem_bytes(); }
   // Element offset inside a block of row `token` of head `kv_head`, K (is_v = 0) or V (1).
   MNEMO_HD int64_t ElemOffset(int layer, int is_v, int kv_head, int token) const {
@@ -70,22 +70,25 @@ struct KvWriteParams {
   int64_t ldv = 0;
 };
 void KvWriteRef(const KvWriteParams& p);
-void KvWrite(const KvWriteParams& p);
+void KvWrite(const KvWriteParams& p);  // bit-identical to KvWriteRef
 
 // Causal attention for one layer: query row r (position pos) of sequence s attends to the
 // sequence's KV positions [max(0, pos - window + 1), pos] (window = 0: no limit), each of
 // them < kv_len[s]. Query head h uses KV head h / (n_heads / n_kv_heads) (GQA).
-// out[r][h * head_dim ..] = sum_j softmax_j(scale * q.k_j) * v_j. Rows with no allowed
-// position (only possible when pos >= kv_len + window - 1) get zeros. q rows, out rows and
-// KV slots outside the allowed positions are never read (they may hold NaN); out is written
-// only at [r][0 .. n_heads * head_dim). n_heads must be a multiple of n_kv_heads.
+// out[r][h * head_dim ..] = sum_j softmax_j(scale * q.k_j) * v_j. n_heads must be a
+// multiple of n_kv_heads. A row none of whose allowed positions is < kv_len gets zeros
+// (never, in normal use: pos < kv_len). Only q[r][0 .. n_heads * head_dim) and the KV of
+// allowed positions are read (anything else may hold NaN); out is written only at
+// out[r][0 .. n_heads * head_dim).
 //
 // Numerics: PagedAttentionRef computes each (row, head) in double with a two-pass
 // max-subtracted softmax (the ground truth). PagedAttention accumulates in f32 with an
-// online softmax block by block in key order, position 0 upward; a row's result depends
-// only on its own q, position, window and KV, never on the other rows or sequences of the
-// call or the thread count, so decode and (chunked) prefill give bit-identical rows
-// (batch invariance). Fast vs reference: |diff| <= 1e-5 * (1 + |ref|) on the tests' data.
+// online softmax block by block in key order, from the lowest allowed position upward; a
+// row's result depends only on its own q, position, window and KV, never on the other rows
+// or sequences of the call or the thread count, so decode and (chunked) prefill give
+// bit-identical rows (batch invariance) on a given instruction-set path (the scalar, AVX2
+// and AVX-512 paths may differ from each other in the last bits). Fast vs reference:
+// |diff| <= 1e-5 * (1 + |ref|) per element on the tests' data (worst seen ~1.5e-6).
 struct AttentionParams {
   KvArenaView kv;
   int layer = 0;
@@ -93,12 +96,18 @@ struct AttentionParams {
   int n_heads = 0;
   const float* q = nullptr;  // [rows, ldq], n_heads * head_dim used
   int64_t ldq = 0;
-  float* out = nullptr;      // [rows, ldo]
+  float* out = nullptr;  // [rows, ldo]
   int64_t ldo = 0;
-  float scale = 1.0f;        // usually 1 / sqrt(head_dim)
+  float scale = 1.0f;  // usually 1 / sqrt(head_dim)
   int sliding_window = 0;
 };
 void PagedAttentionRef(const AttentionParams& p);
 void PagedAttention(const AttentionParams& p);
+
+// Tests and benchmarks: the fast versions forced onto one instruction-set path. They do
+// nothing and return false when this processor lacks `isa`. PagedAttention and KvWrite run
+// the best path the processor supports.
+bool PagedAttentionForIsa(const AttentionParams& p, CpuIsa isa);
+bool KvWriteForIsa(const KvWriteParams& p, CpuIsa isa);
 
 }  // namespace mnemo::kernels

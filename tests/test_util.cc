@@ -9,9 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <vector>
 
 namespace mnemo::testing {
@@ -93,7 +93,8 @@ CommandResult RunCommand(const std::vector<std::string>& argv) {
   pid_t pid = 0;
   if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) == 0) {
     int status = 0;
-    if (waitpid(pid, &status, 0) == pid && WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+    if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+      result.exit_code = WEXITSTATUS(status);
   }
   posix_spawn_file_actions_destroy(&actions);
   auto slurp = [](const std::string& p) {

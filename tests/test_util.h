@@ -34,10 +34,10 @@ CommandResult RunCommand(const std::vector<std::string>& argv);
 }  // namespace mnemo::testing
 
 // Skips the current test with a message naming the missing file and how to get it.
-#define MNEMO_REQUIRE_FILE(path)                                                       \
-  do {                                                                                 \
-    if (!::mnemo::testing::FileExists(path)) {                                         \
-      GTEST_SKIP() << "missing " << (path)                                             \
-                   << " (run tools/fetch-model.sh; the README's test command does)";  \
-    }                                                                                  \
+#define MNEMO_REQUIRE_FILE(path)                                                     \
+  do {                                                                               \
+    if (!::mnemo::testing::FileExists(path)) {                                       \
+      GTEST_SKIP() << "missing " << (path)                                           \
+                   << " (run tools/fetch-model.sh; the README's test command does)"; \
+    }                                                                                \
   } while (0)

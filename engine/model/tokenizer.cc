@@ -165,7 +165,13 @@ absl::Status Validate(TokenizerData& d) {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerData data) {
   if (auto s = Validate(data); !s.ok()) return s;
-  if (data.eog.empty()) internal::FillEndOfGeneration(&data);
+  if (data.eog.empty()) {
+    internal::FillEndOfGeneration(&data);
+  } else {
+    // IsEog binary-searches: keep a caller-given list sorted and unique.
+    std::sort(data.eog.begin(), data.eog.end());
+    data.eog.erase(std::unique(data.eog.begin(), data.eog.end()), data.eog.end());
+  }
   switch (data.kind) {
     case TokenizerKind::kSpm:
       return internal::CreateSpmTokenizer(std::move(data));

@@ -37,14 +37,13 @@ struct Voidify {
 
 }  // namespace mnemo::internal
 
-#define MNEMO_CHECK(cond)         \
-  (cond) ? static_cast<void>(0)   \
+#define MNEMO_CHECK(cond)                 \
+  (cond) ? static_cast<void>(0)           \
          : ::mnemo::internal::Voidify() & \
                ::mnemo::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
 #ifdef NDEBUG
-#define MNEMO_DCHECK(cond) \
-  true ? static_cast<void>(0) : ::mnemo::internal::Voidify() & std::cerr
+#define MNEMO_DCHECK(cond) true ? static_cast<void>(0) : ::mnemo::internal::Voidify() & std::cerr
 #include <iostream>
 #else
 #define MNEMO_DCHECK(cond) MNEMO_CHECK(cond)

@@ -25,7 +25,9 @@
 
 #include <cstdint>
 
+#include "kernels/dequant_math.h"
 #include "kernels/dtype.h"
+#include "kernels/half.h"
 
 namespace mnemo::kernels::internal {
 
@@ -60,6 +62,20 @@ struct MatMulJob {
   float* y = nullptr;
   int64_t ldy = 0;
 };
+
+// The per-sub-block step d * sc[j] and offset -(dmin * m[j]) of a Q4_K / Q5_K super-block:
+// weight i of sub-block j is step[j] * q + offset[j].
+inline void KSubBlockScales(const uint8_t* scales, uint16_t d16, uint16_t dmin16, float* step,
+                            float* offset) {
+  const float d = F16ToF32(d16);
+  const float dmin = F16ToF32(dmin16);
+  for (int j = 0; j < 8; ++j) {
+    int sc, m;
+    KScaleMin(scales, j, &sc, &m);
+    step[j] = d * static_cast<float>(sc);
+    offset[j] = -(dmin * static_cast<float>(m));
+  }
+}
 
 // Computes y[m][n] for every m < job.rows and n in [n_begin, n_end). One per path; the
 // AVX2 and AVX-512 ones exist only on x86-64 (and must be called only when ActiveCpuIsa

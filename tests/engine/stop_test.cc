@@ -2,9 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "engine/model/test_model.h"
+#include "engine/model/tokenizer.h"
+#include "engine/model/unicode.h"
 
 namespace mnemo::engine {
 namespace {
@@ -159,12 +164,47 @@ TEST(StopTest, Utf8MultibyteTextAndStopStrings) {
   EXPECT_EQ(run.pieces[1], "日本");  // "。" held: a possible start
   EXPECT_EQ(run.pieces[2], "。x");   // released; the new "。" held
   EXPECT_EQ(run.pieces[3], "");
-  // Every piece is whole characters: none ends inside a multibyte sequence.
-  for (const std::string& piece : run.pieces) {
-    if (piece.empty()) continue;
-    const unsigned char last = static_cast<unsigned char>(piece.back());
-    EXPECT_TRUE(last < 0x80 || (last & 0xC0) == 0x80) << piece;
+  // Every piece is whole characters.
+  for (const std::string& piece : run.pieces) EXPECT_TRUE(unicode::IsValidUtf8(piece)) << piece;
+}
+
+// End to end with a real byte-level BPE tokenizer: token pieces split multibyte characters,
+// the StreamingDetokenizer reassembles them, the StopChecker cuts at the stop string.
+TEST(StopTest, WithTokenizerAndStreamingDetokenizer) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer =
+      Tokenizer::Create(TestModelTokenizerData());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::string text = "naïve café — 日本語 END of text";
+  std::vector<TokenId> ids = (*tokenizer)->Encode(text, EncodeOptions{.add_bos = false});
+  ASSERT_GT(ids.size(), 5u);
+  for (const char* stop_string : {"END", "日本", "é —"}) {
+    StopChecker stop(Params({stop_string}), **tokenizer);
+    StreamingDetokenizer detok(**tokenizer);
+    std::string out;
+    for (TokenId id : ids) {
+      if (stop.finish() != FinishReason::kNone) break;
+      const std::string piece = stop.Push(id, detok.Push(id));
+      EXPECT_TRUE(unicode::IsValidUtf8(piece));
+      out += piece;
+    }
+    EXPECT_EQ(stop.finish(), FinishReason::kStop) << stop_string;
+    EXPECT_EQ(out, text.substr(0, text.find(stop_string)));
   }
+  // <|endoftext|> is one of the tokenizer's end-of-generation tokens (listed after
+  // <|im_end|> in TokenizerData::eog, which the checker does not require to be sorted).
+  ASSERT_EQ((*tokenizer)->data().eog.size(), 2u);
+  StopChecker stop(Params({"zzz"}), **tokenizer);
+  StreamingDetokenizer detok(**tokenizer);
+  std::string out;
+  ids.push_back(kTestModelEndOfText);
+  ids.push_back(ids.front());
+  for (TokenId id : ids) {
+    if (stop.finish() != FinishReason::kNone) break;
+    out += stop.Push(id, detok.Push(id));
+  }
+  EXPECT_EQ(stop.finish(), FinishReason::kStop);
+  EXPECT_EQ(out, text);
+  EXPECT_EQ(stop.num_tokens(), static_cast<int64_t>(ids.size()) - 1);
 }
 
 TEST(StopTest, FlushReleasesHeldTextOnce) {
@@ -183,6 +223,9 @@ TEST(StopTest, ValidateNamesTheField) {
   const absl::Status many = Params(std::vector<std::string>(kMaxStopStrings + 1, "x")).Validate();
   EXPECT_EQ(many.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(many.message().find("stop_strings"), absl::string_view::npos);
+  const absl::Status bad_utf8 = Params({"ok", "\x80x"}).Validate();
+  EXPECT_EQ(bad_utf8.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_utf8.message().find("stop_strings[1]"), absl::string_view::npos);
 }
 
 }  // namespace

@@ -149,6 +149,56 @@ TEST(KvWriteTest, FastIsBitIdenticalToReference) {
     KvWriteRef(c.Params(ref));
     KvWrite(c.Params(fast));
     EXPECT_EQ(fast, ref) << (t == DType::kF16 ? "f16" : "bf16");
+    for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+      std::vector<uint16_t> by_isa = c.arena;
+      if (!KvWriteForIsa(c.Params(by_isa), isa)) continue;
+      EXPECT_EQ(by_isa, ref) << "isa " << static_cast<int>(isa);
+    }
+  }
+}
+
+// Random f32 bit patterns (every class: normals, subnormals, huge values, inf, NaN
+// payloads) through rows long enough for every vector width and its tails (head_dim 43).
+TEST(KvWriteTest, FastMatchesReferenceOnRandomBitPatterns) {
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    KvLayout l;
+    l.n_layers = 2;
+    l.n_kv_heads = 2;
+    l.head_dim = 43;
+    l.block_tokens = 16;
+    l.dtype = t;
+    const int rows = 40;
+    const int64_t ld = 2 * 43 + 1;
+    std::vector<int32_t> q_start{0, rows}, kv_len{rows}, table_start{0, 3}, table{2, 0, 1};
+    std::vector<int32_t> positions(rows);
+    for (int r = 0; r < rows; ++r) positions[r] = r;
+    std::mt19937 rng(11);
+    std::vector<float> k(rows * ld), v(rows * ld);
+    for (std::vector<float>* x : {&k, &v}) {
+      for (float& f : *x) {
+        uint32_t bits = rng();
+        // Bias towards f16's interesting range: exponents around 2^-25 .. 2^16.
+        if (rng() % 2 == 0) bits = (bits & 0x807fffffu) | ((100u + rng() % 45) << 23);
+        std::memcpy(&f, &bits, 4);
+      }
+    }
+    std::vector<uint16_t> ref(3 * l.block_elems(), kPoison);
+    KvWriteParams p;
+    p.kv = KvArenaView{l, reinterpret_cast<uint8_t*>(ref.data()), 3};
+    p.layer = 1;
+    p.seqs = BatchSeqs{
+        1, q_start.data(), positions.data(), kv_len.data(), table_start.data(), table.data()};
+    p.k = k.data();
+    p.ldk = ld;
+    p.v = v.data();
+    p.ldv = ld;
+    KvWriteRef(p);
+    for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+      std::vector<uint16_t> got(ref.size(), kPoison);
+      p.kv.base = reinterpret_cast<uint8_t*>(got.data());
+      if (!KvWriteForIsa(p, isa)) continue;
+      EXPECT_EQ(got, ref) << "isa " << static_cast<int>(isa) << " dtype " << DTypeName(t);
+    }
   }
 }
 

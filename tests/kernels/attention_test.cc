@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <vector>
 
 #include "tests/kernels/attention_test_util.h"
@@ -102,6 +104,82 @@ TEST(PagedAttentionRefTest, SingleTokenReturnsItsValue) {
   for (int i = 0; i < c.n_heads * c.head_dim; ++i) {
     EXPECT_EQ(out[i], static_cast<float>(want[i])) << i;
   }
+}
+
+const char* IsaName(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return "avx512";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kScalar:
+      break;
+  }
+  return "scalar";
+}
+
+// Fast vs reference: f32 online softmax vs double two-pass, over at most 100 keys.
+// Tolerance: 1e-5 * (1 + |ref|) per element (the observed worst is printed).
+TEST(PagedAttentionTest, FastMatchesReferenceOnEveryPath) {
+  const std::vector<AttnCase> cases = Sweep();
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    SCOPED_TRACE(IsaName(isa));
+    double worst = 0.0;
+    int ran = 0;
+    for (const AttnCase& c : cases) {
+      SCOPED_TRACE(c.Name());
+      AttnFixture f(c);
+      std::vector<float> ref = f.NewOut();
+      std::vector<float> fast = f.NewOut();
+      PagedAttentionRef(f.Params(ref.data()));
+      if (!PagedAttentionForIsa(f.Params(fast.data()), isa)) break;
+      ++ran;
+      int bad = 0;
+      for (int r = 0; r < f.rows(); ++r) {
+        for (int i = 0; i < c.n_heads * c.head_dim; ++i) {
+          const double want = ref[r * f.ldo() + i];
+          const double got = fast[r * f.ldo() + i];
+          const double err = std::fabs(got - want) / (1.0 + std::fabs(want));
+          worst = std::max(worst, err);
+          if (!(err <= 1e-5) && ++bad < 5) {
+            ADD_FAILURE() << "row " << r << " elem " << i << ": " << got << " vs " << want;
+          }
+        }
+      }
+      ExpectSentinelsIntact(f, fast);
+      if (HasFailure()) return;
+    }
+    if (ran == 0) {
+      std::printf("[ SKIPPED  ] %s: not supported by this processor\n", IsaName(isa));
+    } else {
+      std::printf("[   INFO   ] %s: %d cases, worst error %.3g\n", IsaName(isa), ran, worst);
+    }
+  }
+}
+
+// The default entry point (best path) on a case with every feature at once.
+TEST(PagedAttentionTest, DefaultPathMatchesReference) {
+  AttnCase c;
+  c.head_dim = 80;
+  c.block_tokens = 16;
+  c.n_heads = 9;
+  c.n_kv_heads = 3;
+  c.dtype = DType::kBF16;
+  c.sliding_window = 20;
+  c.seqs = MixedSeqs();
+  AttnFixture f(c);
+  std::vector<float> ref = f.NewOut();
+  std::vector<float> fast = f.NewOut();
+  PagedAttentionRef(f.Params(ref.data()));
+  PagedAttention(f.Params(fast.data()));
+  for (int r = 0; r < f.rows(); ++r) {
+    for (int i = 0; i < c.n_heads * c.head_dim; ++i) {
+      ASSERT_NEAR(fast[r * f.ldo() + i], ref[r * f.ldo() + i],
+                  1e-5 * (1.0 + std::fabs(ref[r * f.ldo() + i])))
+          << r << " " << i;
+    }
+  }
+  ExpectSentinelsIntact(f, fast);
 }
 
 }  // namespace

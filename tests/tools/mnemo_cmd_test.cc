@@ -188,8 +188,8 @@ TEST(MnemoMakeTestModel, WritesModelsThatInspectReads) {
             0);
   EXPECT_EQ(RunJson({"inspect", again, "--json"})["fingerprint"], j["fingerprint"]);
 
-  auto bad = RunCommand({MnemoBinary(), "make-test-model", "--arch", "gpt5", "--dtype", "f32",
-                         dir + "/x.gguf"});
+  auto bad = RunCommand(
+      {MnemoBinary(), "make-test-model", "--arch", "gpt5", "--dtype", "f32", dir + "/x.gguf"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("gpt5"), std::string::npos);
   auto bad_st = RunCommand({MnemoBinary(), "make-test-model", "--arch", "llama", "--dtype", "q4_k",

@@ -94,8 +94,8 @@ absl::StatusOr<ParsedArgs> Parse(const CommandSpec& spec, const std::vector<std:
     } else if (i + 1 < args.size()) {
       out.values_[name] = args[++i];
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("option '--", name, "' needs a value (",
-                                                     f->value_name, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("option '--", name, "' needs a value (", f->value_name, ")"));
     }
   }
   if (!out.Has("help")) {
@@ -108,8 +108,8 @@ absl::StatusOr<ParsedArgs> Parse(const CommandSpec& spec, const std::vector<std:
 }
 
 std::string HelpText(const CommandSpec& spec) {
-  std::string s = absl::StrCat("usage: mnemo ", spec.name, " ", spec.usage, "\n\n", spec.summary,
-                               "\n");
+  std::string s =
+      absl::StrCat("usage: mnemo ", spec.name, " ", spec.usage, "\n\n", spec.summary, "\n");
   if (!spec.flags.empty()) s += "\noptions:\n";
   for (const FlagSpec& f : spec.flags) {
     std::string left = absl::StrCat("--", f.name, f.takes_value ? " " + f.value_name : "");
@@ -129,8 +129,8 @@ absl::StatusOr<uint64_t> ParseByteSize(std::string_view text) {
   for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i) {
     const uint64_t d = static_cast<uint64_t>(text[i] - '0');
     if (value > (std::numeric_limits<uint64_t>::max() - d) / 10) {
-      return absl::InvalidArgumentError(absl::StrCat("byte size too large: '", std::string(text),
-                                                     "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("byte size too large: '", std::string(text), "'"));
     }
     value = value * 10 + d;
   }
@@ -148,12 +148,12 @@ absl::StatusOr<uint64_t> ParseByteSize(std::string_view text) {
   } else if (suffix == "T" || suffix == "TB" || suffix == "TIB") {
     shift = 40;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown size suffix in '", std::string(text),
-                                                   "' (use K, M, G or T)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown size suffix in '", std::string(text), "' (use K, M, G or T)"));
   }
   if (shift > 0 && value > (std::numeric_limits<uint64_t>::max() >> shift)) {
-    return absl::InvalidArgumentError(absl::StrCat("byte size too large: '", std::string(text),
-                                                   "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("byte size too large: '", std::string(text), "'"));
   }
   return value << shift;
 }

@@ -24,9 +24,9 @@ struct FlagSpec {
 };
 
 struct CommandSpec {
-  std::string name;        // "inspect"
-  std::string usage;       // "MODEL [--json]"
-  std::string summary;     // one line
+  std::string name;     // "inspect"
+  std::string usage;    // "MODEL [--json]"
+  std::string summary;  // one line
   std::vector<FlagSpec> flags;
   int min_positionals = 0;
   int max_positionals = 0;

@@ -30,9 +30,10 @@ const CommandSpec& Spec() {
   static const CommandSpec spec = {
       .name = "inspect",
       .usage = "MODEL [--json] [--devices] [--no-tensors]",
-      .summary = "Shows what mnemo reads from MODEL (a .gguf file or a safetensors folder):\n"
-                 "config, tensor table, tokenizer, chat template family, totals and the\n"
-                 "model fingerprint. With --devices (and no MODEL), lists CUDA devices.",
+      .summary =
+          "Shows what mnemo reads from MODEL (a .gguf file or a safetensors folder):\n"
+          "config, tensor table, tokenizer, chat template family, totals and the\n"
+          "model fingerprint. With --devices (and no MODEL), lists CUDA devices.",
       .flags = {{"json", false, "", "print one JSON object instead of text"},
                 {"devices", false, "", "list CUDA devices (name, memory, compute capability)"},
                 {"no-tensors", false, "", "omit the per-tensor table"}},
@@ -77,12 +78,11 @@ void PrintText(const json& j, bool with_tensors) {
   const json& c = j["config"];
   const json& r = c["rope"];
   const json& t = j["tokenizer"];
-  std::printf("model        %s (%s%s, %s)\n", j["path"].get<std::string>().c_str(),
-              j["format"].get<std::string>().c_str(),
-              j.contains("gguf_version")
-                  ? absl::StrCat(" v", j["gguf_version"].get<int>()).c_str()
-                  : "",
-              FormatBytes(j["file_bytes"].get<uint64_t>()).c_str());
+  std::printf(
+      "model        %s (%s%s, %s)\n", j["path"].get<std::string>().c_str(),
+      j["format"].get<std::string>().c_str(),
+      j.contains("gguf_version") ? absl::StrCat(" v", j["gguf_version"].get<int>()).c_str() : "",
+      FormatBytes(j["file_bytes"].get<uint64_t>()).c_str());
   if (!c["name"].get<std::string>().empty()) {
     std::printf("name         %s\n", c["name"].get<std::string>().c_str());
   }
@@ -118,7 +118,8 @@ void PrintText(const json& j, bool with_tensors) {
   for (const char* k : {"bos", "eos", "eot", "unk", "pad"}) {
     if (t["special"].contains(k)) {
       const json& s = t["special"][k];
-      specials += absl::StrCat(k, " ", s["id"].get<int>(), " ", s["piece"].get<std::string>(), "  ");
+      specials +=
+          absl::StrCat(k, " ", s["id"].get<int>(), " ", s["piece"].get<std::string>(), "  ");
     }
   }
   std::printf("special      %s\n", specials.c_str());

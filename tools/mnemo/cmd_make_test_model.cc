@@ -16,12 +16,14 @@ namespace {
 const CommandSpec& Spec() {
   static const CommandSpec spec = {
       .name = "make-test-model",
-      .usage = "--arch llama|mistral|qwen2|qwen3 --dtype D [--format gguf|safetensors] "
-               "[--seed S] [--layers N] [--tied] OUT",
-      .summary = "Writes a tiny random-weight model with a small real byte-level BPE tokenizer\n"
-                 "and a ChatML template, for tests. OUT is a .gguf file, or a folder for\n"
-                 "safetensors. D: f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k (GGUF), f32 f16\n"
-                 "bf16 (safetensors).",
+      .usage =
+          "--arch llama|mistral|qwen2|qwen3 --dtype D [--format gguf|safetensors] "
+          "[--seed S] [--layers N] [--tied] OUT",
+      .summary =
+          "Writes a tiny random-weight model with a small real byte-level BPE tokenizer\n"
+          "and a ChatML template, for tests. OUT is a .gguf file, or a folder for\n"
+          "safetensors. D: f32 f16 bf16 q8_0 q4_0 q4_1 q4_k q5_k q6_k (GGUF), f32 f16\n"
+          "bf16 (safetensors).",
       .flags = {{"arch", true, "A", "architecture (llama, mistral, qwen2, qwen3)"},
                 {"dtype", true, "D", "weight dtype of the matrices"},
                 {"format", true, "F", "gguf (default) or safetensors"},
@@ -52,8 +54,8 @@ absl::Status Run(const ParsedArgs& args) {
   opts.arch = *arch;
   auto dtype = kernels::DTypeFromName(*args.Get("dtype"));
   if (!dtype) {
-    return absl::InvalidArgumentError(absl::StrCat("--dtype: unknown dtype '", *args.Get("dtype"),
-                                                   "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype: unknown dtype '", *args.Get("dtype"), "'"));
   }
   opts.dtype = *dtype;
   const std::string format = args.Get("format").value_or("gguf");

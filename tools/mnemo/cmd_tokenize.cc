@@ -17,9 +17,10 @@ const CommandSpec& Spec() {
   static const CommandSpec spec = {
       .name = "tokenize",
       .usage = "MODEL [--json] [--special] [--no-bos] TEXT",
-      .summary = "Prints the token ids of TEXT under MODEL's tokenizer, one per line with the\n"
-                 "piece it stands for. Special tokens written in TEXT (e.g. <|im_start|>) are\n"
-                 "recognised only with --special.",
+      .summary =
+          "Prints the token ids of TEXT under MODEL's tokenizer, one per line with the\n"
+          "piece it stands for. Special tokens written in TEXT (e.g. <|im_start|>) are\n"
+          "recognised only with --special.",
       .flags = {{"json", false, "", "print {\"ids\": [...], \"pieces\": [...]}"},
                 {"special", false, "", "recognise special/control tokens written in TEXT"},
                 {"no-bos", false, "", "do not add BOS even if the model adds one"}},
@@ -69,15 +70,13 @@ int RunTokenize(const std::vector<std::string>& args) {
   }
   auto tokenizer = engine::Tokenizer::Create((*model)->tokenizer_data());
   if (!tokenizer.ok()) {
-    std::fprintf(stderr, "mnemo tokenize: %s\n",
-                 std::string(tokenizer.status().message()).c_str());
+    std::fprintf(stderr, "mnemo tokenize: %s\n", std::string(tokenizer.status().message()).c_str());
     return 1;
   }
   engine::EncodeOptions opts;
   opts.parse_special = parsed->Has("special");
   if (parsed->Has("no-bos")) opts.add_bos = false;
-  const std::vector<engine::TokenId> ids =
-      (*tokenizer)->Encode(parsed->positionals()[1], opts);
+  const std::vector<engine::TokenId> ids = (*tokenizer)->Encode(parsed->positionals()[1], opts);
 
   if (parsed->Has("json")) {
     nlohmann::json j;

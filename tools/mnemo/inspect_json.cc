@@ -117,8 +117,10 @@ json InspectJson(const Model& model, const std::string& path, bool with_tensors)
   for (const auto& [name, s] : by_dtype) {
     by[name] = {{"tensors", s.tensors}, {"params", s.params}, {"bytes", s.bytes}};
   }
-  j["totals"] = {
-      {"tensors", total.tensors}, {"params", total.params}, {"bytes", total.bytes}, {"by_dtype", by}};
+  j["totals"] = {{"tensors", total.tensors},
+                 {"params", total.params},
+                 {"bytes", total.bytes},
+                 {"by_dtype", by}};
   return j;
 }
 

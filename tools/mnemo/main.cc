@@ -19,8 +19,7 @@ constexpr Subcommand kSubcommands[] = {
      mnemo::cli::RunInspect},
     {"tokenize", "print the token ids (and pieces) of a text", mnemo::cli::RunTokenize},
     {"generate", "generate text from a prompt (CPU)", mnemo::cli::RunGenerate},
-    {"make-test-model", "write a tiny random-weight model for tests",
-     mnemo::cli::RunMakeTestModel},
+    {"make-test-model", "write a tiny random-weight model for tests", mnemo::cli::RunMakeTestModel},
 };
 
 void PrintUsage(std::FILE* out) {

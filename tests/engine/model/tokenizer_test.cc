@@ -436,3 +436,20 @@ TEST(Stories260KTest, MetadataDefaults) {
 
 }  // namespace
 }  // namespace mnemo::engine
+
+namespace mnemo::engine {
+namespace {
+
+TEST(TokenizerEogTest, AGivenUnsortedEogListIsHonoured) {
+  TokenizerData d = BpeData();
+  const TokenId last = static_cast<TokenId>(d.tokens.size()) - 1;
+  d.eog = {last, 0, last};  // unsorted, with a duplicate
+  auto tok = MustCreate(std::move(d));
+  EXPECT_TRUE(tok->IsEog(0));
+  EXPECT_TRUE(tok->IsEog(last));
+  EXPECT_FALSE(tok->IsEog(1));
+  EXPECT_EQ(tok->data().eog, (std::vector<TokenId>{0, last}));
+}
+
+}  // namespace
+}  // namespace mnemo::engine
