@@ -81,8 +81,25 @@ struct LlamaForward::Ops {
 const LlamaForward::Ops LlamaForward::kFastOps = {
     kernels::Embedding, kernels::RmsNorm, kernels::Rope,          kernels::MatMul,
     kernels::SwiGlu,    kernels::KvWrite, kernels::PagedAttention};
+namespace {
+// MatMulRef over blocks of output features in parallel: each output is computed by the same
+// scalar code as one MatMulRef call over the whole matrix would compute it.
+void ParallelMatMulRef(const kernels::MatMulParams& p) {
+  const int64_t row_bytes = static_cast<int64_t>(*kernels::DTypeBytes(p.w.dtype, p.w.cols));
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, p.w.rows, 64),
+                    [&](const tbb::blocked_range<int64_t>& r) {
+                      kernels::MatMulParams q = p;
+                      q.w.data = static_cast<const uint8_t*>(p.w.data) + r.begin() * row_bytes;
+                      q.w.rows = r.end() - r.begin();
+                      q.bias = p.bias != nullptr ? p.bias + r.begin() : nullptr;
+                      q.y = p.y + r.begin();
+                      kernels::MatMulRef(q);
+                    });
+}
+}  // namespace
+
 const LlamaForward::Ops LlamaForward::kReferenceOps = {
-    kernels::EmbeddingRef, kernels::RmsNormRef, kernels::RopeRef,          kernels::MatMulRef,
+    kernels::EmbeddingRef, kernels::RmsNormRef, kernels::RopeRef,          ParallelMatMulRef,
     kernels::SwiGluRef,    kernels::KvWriteRef, kernels::PagedAttentionRef};
 
 // Buffers reused across steps, sized to the largest step so far.
@@ -118,7 +135,7 @@ absl::StatusOr<std::unique_ptr<LlamaForward>> LlamaForward::Create(const Model& 
   if (opts.threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat("threads must be >= 0, got ", opts.threads));
   }
-  auto weights = ModelWeights::Create(model);
+  auto weights = ModelWeights::Create(model, /*f32_matrices=*/opts.reference_kernels);
   if (!weights.ok()) return weights.status();
   std::unique_ptr<LlamaForward> f(new LlamaForward());
   f->weights_ = std::move(*weights);

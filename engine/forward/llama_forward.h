@@ -59,9 +59,10 @@ struct SeqBatchEntry {
 
 struct ForwardOptions {
   int threads = 0;  // oneTBB threads for the kernels; 0: every hardware thread
-  // Run the scalar reference twins of the ops (kernels/ops.h `<Op>Ref`: single-threaded,
-  // no 8-bit activation rounding, attention softmax in double) instead of the fast ones.
-  // Slow; for validating the forward pass itself against an independent implementation.
+  // Run the scalar reference twins of the ops (kernels/ops.h `<Op>Ref`: no 8-bit activation
+  // rounding, attention softmax in double; MatMulRef split over output rows across threads)
+  // instead of the fast ones. Slow; for validating the forward pass itself against an
+  // independent implementation.
   bool reference_kernels = false;
 };
 

@@ -17,7 +17,7 @@ uintptr_t RequiredAlignment(kernels::DType t) { return t == kernels::DType::kF32
 }  // namespace
 
 absl::StatusOr<kernels::WeightView> ModelWeights::Matrix(const Model& model,
-                                                         const std::string& name) {
+                                                         const std::string& name, bool to_f32) {
   const TensorRef* t = model.FindTensor(name);
   if (t == nullptr) return absl::NotFoundError(absl::StrCat("model has no tensor ", name));
   if (t->shape.size() != 2) {
@@ -34,6 +34,15 @@ absl::StatusOr<kernels::WeightView> ModelWeights::Matrix(const Model& model,
   w.rows = t->shape[0];
   w.cols = t->shape[1];
   w.data = t->data;
+  if (to_f32 && t->dtype != kernels::DType::kF32) {
+    std::vector<uint64_t> aligned(t->bytes / 8 + 1);
+    std::memcpy(aligned.data(), t->data, t->bytes);
+    std::vector<float>& f = vectors_.emplace_back(static_cast<size_t>(w.rows * w.cols));
+    kernels::DequantizeRows(t->dtype, aligned.data(), f.data(), w.rows, w.cols);
+    w.dtype = kernels::DType::kF32;
+    w.data = f.data();
+    return w;
+  }
   if (reinterpret_cast<uintptr_t>(t->data) % RequiredAlignment(t->dtype) != 0) {
     realigned_.emplace_back(new uint64_t[t->bytes / 8 + 1]);
     std::memcpy(realigned_.back().get(), t->data, t->bytes);
@@ -58,7 +67,8 @@ absl::StatusOr<const float*> ModelWeights::Vector(const Model& model, const std:
   return out.data();
 }
 
-absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Create(const Model& model) {
+absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Create(const Model& model,
+                                                                   bool f32_matrices) {
   std::unique_ptr<ModelWeights> w(new ModelWeights());
   w->config_ = model.config();
   const ModelConfig& c = w->config_;
@@ -66,7 +76,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Create(const Model& 
   // Assigns the matrix or vector `name` to `out`, remembering the first error.
   auto matrix = [&](const std::string& name, kernels::WeightView* out) {
     if (!status.ok()) return;
-    auto m = w->Matrix(model, name);
+    auto m = w->Matrix(model, name, f32_matrices);
     if (!m.ok()) {
       status = m.status();
       return;

@@ -41,7 +41,11 @@ class ModelWeights {
  public:
   // InvalidArgument naming the tensor when a matrix's dtype is not one the kernels can
   // multiply with, or a vector cannot be dequantized; NotFound for a missing tensor.
-  static absl::StatusOr<std::unique_ptr<ModelWeights>> Create(const Model& model);
+  // `f32_matrices`: dequantize every matrix once into f32 memory of its own (exactly: every
+  // weight dtype's values are f32 values) instead of reading the file's blocks, for the
+  // reference kernels, which would otherwise dequantize every row on every call.
+  static absl::StatusOr<std::unique_ptr<ModelWeights>> Create(const Model& model,
+                                                              bool f32_matrices = false);
 
   const ModelConfig& config() const { return config_; }
   const kernels::WeightView& token_embedding() const { return token_embedding_; }
@@ -59,7 +63,8 @@ class ModelWeights {
 
  private:
   ModelWeights() = default;
-  absl::StatusOr<kernels::WeightView> Matrix(const Model& model, const std::string& name);
+  absl::StatusOr<kernels::WeightView> Matrix(const Model& model, const std::string& name,
+                                             bool to_f32);
   absl::StatusOr<const float*> Vector(const Model& model, const std::string& name);
 
   ModelConfig config_;

@@ -68,9 +68,15 @@ void ReferenceModel::MatVec(const Matrix& m, const double* x, const std::vector<
   const int64_t cols = m.cols;
   for (int64_t r = 0; r < rows; ++r) {
     const float* w = m.w.data() + r * cols;
-    double acc = 0.0;
-    for (int64_t c = 0; c < cols; ++c) acc += static_cast<double>(w[c]) * x[c];
-    out[r] = acc + (bias.empty() ? 0.0 : static_cast<double>(bias[r]));
+    // Four interleaved partial sums (independent dependency chains: ~4x faster in double).
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t c = 0;
+    for (; c + 4 <= cols; c += 4) {
+      for (int j = 0; j < 4; ++j) acc[j] += static_cast<double>(w[c + j]) * x[c + j];
+    }
+    for (; c < cols; ++c) acc[0] += static_cast<double>(w[c]) * x[c];
+    const double sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    out[r] = sum + (bias.empty() ? 0.0 : static_cast<double>(bias[r]));
   }
 }
 
@@ -295,8 +301,10 @@ std::vector<double> ReferenceSequence::Step(TokenId token) {
     std::vector<double>& kc = k_cache_[static_cast<size_t>(l)];
     std::vector<double>& vc = v_cache_[static_cast<size_t>(l)];
     if (m_.f16_kv_) {
-      for (double& x16 : k) x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
-      for (double& x16 : v) x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
+      for (double& x16 : k)
+        x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
+      for (double& x16 : v)
+        x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
     }
     kc.insert(kc.end(), k.begin(), k.end());
     vc.insert(vc.end(), v.begin(), v.end());
