@@ -8,6 +8,7 @@ PACKAGES=(
   libtbb-dev libabsl-dev libflatbuffers-dev flatbuffers-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev
+  libdnnl-dev ocl-icd-opencl-dev
   clang libclang-rt-14-dev clang-format
 )
 
