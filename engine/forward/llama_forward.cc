@@ -119,12 +119,9 @@ struct LlamaForward::Scratch {
   // Activations.
   Buffer x;         // [T, d_model] residual stream
   Buffer h;         // [T, max(d_model, q_dim)] normalised input / attention output
-  Buffer q;         // [T, q_dim]
-  Buffer k;         // [T, kv_dim]
-  Buffer v;         // [T, kv_dim]
+  Buffer qkv;       // [T, q_dim + 2 * kv_dim]: q | k | v of each row
   Buffer proj;      // [T, d_model]
-  Buffer gate;      // [T, d_ff]
-  Buffer up;        // [T, d_ff]
+  Buffer gate_up;   // [T, 2 * d_ff]: gate | up of each row
   Buffer out_rows;  // [n_logits, d_model]
 };
 
@@ -135,7 +132,8 @@ absl::StatusOr<std::unique_ptr<LlamaForward>> LlamaForward::Create(const Model& 
   if (opts.threads < 0) {
     return absl::InvalidArgumentError(absl::StrCat("threads must be >= 0, got ", opts.threads));
   }
-  auto weights = ModelWeights::Create(model, /*f32_matrices=*/opts.reference_kernels);
+  auto weights = ModelWeights::Create(
+      model, {.f32_matrices = opts.reference_kernels, .fuse = opts.fuse_matrices});
   if (!weights.ok()) return weights.status();
   std::unique_ptr<LlamaForward> f(new LlamaForward());
   f->weights_ = std::move(*weights);
@@ -294,12 +292,14 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
   const int64_t ff = c.d_ff;
   float* x = s.x.Reserve(T * d);
   float* h = s.h.Reserve(T * std::max(d, q_dim));
-  float* q = s.q.Reserve(T * q_dim);
-  float* k = s.k.Reserve(T * kv_dim);
-  float* v = s.v.Reserve(T * kv_dim);
+  // Q, K and V of a row side by side (one fused product writes them all); gate and up too.
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  float* q = s.qkv.Reserve(T * qkv_dim);
+  float* k = q + q_dim;
+  float* v = k + kv_dim;
   float* proj = s.proj.Reserve(T * d);
-  float* gate = s.gate.Reserve(T * ff);
-  float* up = s.up.Reserve(T * ff);
+  float* gate = s.gate_up.Reserve(T * 2 * ff);
+  float* up = gate + ff;
 
   ops.embedding(
       {.table = w.token_embedding(), .ids = s.tokens.data(), .n = T, .out = x, .ld_out = d});
@@ -309,7 +309,7 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
   };
   auto rope = [&](float* t, int n_heads) {
     ops.rope({.x = t,
-              .ld = int64_t{n_heads} * hd,
+              .ld = qkv_dim,
               .rows = T,
               .n_heads = n_heads,
               .head_dim = hd,
@@ -330,38 +330,44 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
                   .rows = T,
                   .cols = d,
                   .eps = c.norm_eps});
-    matmul(L.attn_q, h, d, L.q_bias, q, q_dim);
-    matmul(L.attn_k, h, d, L.k_bias, k, kv_dim);
-    matmul(L.attn_v, h, d, L.v_bias, v, kv_dim);
+    if (L.attn_qkv.data != nullptr) {
+      matmul(L.attn_qkv, h, d, L.qkv_bias, q, qkv_dim);
+    } else {
+      matmul(L.attn_q, h, d, L.q_bias, q, qkv_dim);
+      matmul(L.attn_k, h, d, L.k_bias, k, qkv_dim);
+      matmul(L.attn_v, h, d, L.v_bias, v, qkv_dim);
+    }
     if (c.qk_norm) {
-      // Each head of each row is one RMSNorm row of head_dim values.
-      ops.rms_norm({.x = q,
-                    .ldx = hd,
-                    .weight = L.q_norm,
-                    .y = q,
-                    .ldy = hd,
-                    .rows = T * c.n_heads,
-                    .cols = hd,
-                    .eps = c.norm_eps});
-      ops.rms_norm({.x = k,
-                    .ldx = hd,
-                    .weight = L.k_norm,
-                    .y = k,
-                    .ldy = hd,
-                    .rows = T * c.n_kv_heads,
-                    .cols = hd,
-                    .eps = c.norm_eps});
+      // Each head of a row is one RMSNorm row of head_dim values.
+      for (int64_t t = 0; t < T; ++t) {
+        ops.rms_norm({.x = q + t * qkv_dim,
+                      .ldx = hd,
+                      .weight = L.q_norm,
+                      .y = q + t * qkv_dim,
+                      .ldy = hd,
+                      .rows = c.n_heads,
+                      .cols = hd,
+                      .eps = c.norm_eps});
+        ops.rms_norm({.x = k + t * qkv_dim,
+                      .ldx = hd,
+                      .weight = L.k_norm,
+                      .y = k + t * qkv_dim,
+                      .ldy = hd,
+                      .rows = c.n_kv_heads,
+                      .cols = hd,
+                      .eps = c.norm_eps});
+      }
     }
     rope(q, c.n_heads);
     rope(k, c.n_kv_heads);
     ops.kv_write(
-        {.kv = kv, .layer = l, .seqs = s.seqs, .k = k, .ldk = kv_dim, .v = v, .ldv = kv_dim});
+        {.kv = kv, .layer = l, .seqs = s.seqs, .k = k, .ldk = qkv_dim, .v = v, .ldv = qkv_dim});
     ops.attention({.kv = kv,
                    .layer = l,
                    .seqs = s.seqs,
                    .n_heads = c.n_heads,
                    .q = q,
-                   .ldq = q_dim,
+                   .ldq = qkv_dim,
                    .out = h,
                    .ldo = q_dim,
                    .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
@@ -377,17 +383,21 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
                   .rows = T,
                   .cols = d,
                   .eps = c.norm_eps});
-    matmul(L.ffn_gate, h, d, nullptr, gate, ff);
-    matmul(L.ffn_up, h, d, nullptr, up, ff);
+    if (L.ffn_gate_up.data != nullptr) {
+      matmul(L.ffn_gate_up, h, d, nullptr, gate, 2 * ff);
+    } else {
+      matmul(L.ffn_gate, h, d, nullptr, gate, 2 * ff);
+      matmul(L.ffn_up, h, d, nullptr, up, 2 * ff);
+    }
     ops.swiglu({.gate = gate,
-                .ld_gate = ff,
+                .ld_gate = 2 * ff,
                 .up = up,
-                .ld_up = ff,
+                .ld_up = 2 * ff,
                 .out = gate,
-                .ld_out = ff,
+                .ld_out = 2 * ff,
                 .rows = T,
                 .cols = ff});
-    matmul(L.ffn_down, gate, ff, nullptr, proj, d);
+    matmul(L.ffn_down, gate, 2 * ff, nullptr, proj, d);
     AddInPlace(x, proj, T, d);
   }
 

@@ -64,6 +64,9 @@ struct ForwardOptions {
   // instead of the fast ones. Slow; for validating the forward pass itself against an
   // independent implementation.
   bool reference_kernels = false;
+  // Multiply with the fused Q|K|V and gate|up copies where the weights allow it
+  // (WeightOptions::fuse). The same bits either way; off only to test that.
+  bool fuse_matrices = true;
 };
 
 class LlamaForward {

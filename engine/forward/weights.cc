@@ -67,8 +67,35 @@ absl::StatusOr<const float*> ModelWeights::Vector(const Model& model, const std:
   return out.data();
 }
 
+kernels::WeightView ModelWeights::Concatenate(std::initializer_list<kernels::WeightView> parts) {
+  kernels::WeightView out = *parts.begin();
+  out.rows = 0;
+  uint64_t bytes = 0;
+  for (const kernels::WeightView& p : parts) {
+    out.rows += p.rows;
+    bytes += *kernels::DTypeBytes(p.dtype, p.rows * p.cols);
+  }
+  realigned_.emplace_back(new uint64_t[bytes / 8 + 1]);
+  uint8_t* dst = reinterpret_cast<uint8_t*>(realigned_.back().get());
+  out.data = dst;
+  for (const kernels::WeightView& p : parts) {
+    const uint64_t n = *kernels::DTypeBytes(p.dtype, p.rows * p.cols);
+    std::memcpy(dst, p.data, n);
+    dst += n;
+  }
+  return out;
+}
+
+const float* ModelWeights::ConcatenateVectors(
+    std::initializer_list<std::pair<const float*, int64_t>> parts) {
+  std::vector<float>& out = vectors_.emplace_back();
+  for (const auto& [data, n] : parts) out.insert(out.end(), data, data + n);
+  return out.data();
+}
+
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Create(const Model& model,
-                                                                   bool f32_matrices) {
+                                                                   const WeightOptions& opts) {
+  const bool f32_matrices = opts.f32_matrices;
   std::unique_ptr<ModelWeights> w(new ModelWeights());
   w->config_ = model.config();
   const ModelConfig& c = w->config_;
@@ -134,6 +161,18 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Create(const Model& 
     matrix(p + "ffn_gate.weight", &L.ffn_gate);
     matrix(p + "ffn_up.weight", &L.ffn_up);
     matrix(p + "ffn_down.weight", &L.ffn_down);
+    if (!status.ok()) return status;
+    if (opts.fuse && L.attn_q.dtype == L.attn_k.dtype &&
+        L.attn_q.dtype == L.attn_v.dtype) {
+      L.attn_qkv = w->Concatenate({L.attn_q, L.attn_k, L.attn_v});
+      if (c.qkv_bias) {
+        L.qkv_bias = w->ConcatenateVectors(
+            {{L.q_bias, L.attn_q.rows}, {L.k_bias, L.attn_k.rows}, {L.v_bias, L.attn_v.rows}});
+      }
+    }
+    if (opts.fuse && L.ffn_gate.dtype == L.ffn_up.dtype) {
+      L.ffn_gate_up = w->Concatenate({L.ffn_gate, L.ffn_up});
+    }
   }
   if (c.rope.has_freq_factors) {
     const float* f = nullptr;

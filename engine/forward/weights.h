@@ -9,8 +9,10 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,17 +37,31 @@ struct LayerWeights {
   kernels::WeightView ffn_gate;     // [d_ff, d_model]
   kernels::WeightView ffn_up;       // [d_ff, d_model]
   kernels::WeightView ffn_down;     // [d_model, d_ff]
+
+  // Fused copies (see WeightOptions::fuse), or data == nullptr:
+  kernels::WeightView attn_qkv;     // [q_dim + 2 * kv_dim, d_model]: attn_q, attn_k, attn_v rows
+  const float* qkv_bias = nullptr;  // [q_dim + 2 * kv_dim] when qkv_bias
+  kernels::WeightView ffn_gate_up;  // [2 * d_ff, d_model]: ffn_gate rows, then ffn_up rows
+};
+
+struct WeightOptions {
+  // Dequantize every matrix once into f32 memory of its own (exactly: every weight dtype's
+  // values are f32 values) instead of reading the file's blocks: for the reference kernels,
+  // which would otherwise dequantize every row on every call.
+  bool f32_matrices = false;
+  // Also keep row-concatenated copies of attn_q|attn_k|attn_v and of ffn_gate|ffn_up (where
+  // the parts share a dtype): one product instead of three (two) per layer reads the same
+  // bytes with fewer thread synchronisations. Every output element is computed exactly as
+  // by the separate products (kernels/ops.h determinism contract).
+  bool fuse = true;
 };
 
 class ModelWeights {
  public:
   // InvalidArgument naming the tensor when a matrix's dtype is not one the kernels can
   // multiply with, or a vector cannot be dequantized; NotFound for a missing tensor.
-  // `f32_matrices`: dequantize every matrix once into f32 memory of its own (exactly: every
-  // weight dtype's values are f32 values) instead of reading the file's blocks, for the
-  // reference kernels, which would otherwise dequantize every row on every call.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Create(const Model& model,
-                                                              bool f32_matrices = false);
+                                                              const WeightOptions& opts = {});
 
   const ModelConfig& config() const { return config_; }
   const kernels::WeightView& token_embedding() const { return token_embedding_; }
@@ -65,6 +81,9 @@ class ModelWeights {
   ModelWeights() = default;
   absl::StatusOr<kernels::WeightView> Matrix(const Model& model, const std::string& name,
                                              bool to_f32);
+  // The rows of `parts` (same dtype and cols) concatenated into memory of this object.
+  kernels::WeightView Concatenate(std::initializer_list<kernels::WeightView> parts);
+  const float* ConcatenateVectors(std::initializer_list<std::pair<const float*, int64_t>> parts);
   absl::StatusOr<const float*> Vector(const Model& model, const std::string& name);
 
   ModelConfig config_;

@@ -31,11 +31,11 @@ using testing::ReferenceModel;
 class Runner {
  public:
   static std::unique_ptr<Runner> Make(const Model& model, int threads = 2,
-                                      DType kv_dtype = DType::kF16,
-                                      bool reference_kernels = false) {
+                                      DType kv_dtype = DType::kF16, bool reference_kernels = false,
+                                      bool fuse = true) {
     auto r = std::make_unique<Runner>();
-    auto f =
-        LlamaForward::Create(model, {.threads = threads, .reference_kernels = reference_kernels});
+    auto f = LlamaForward::Create(
+        model, {.threads = threads, .reference_kernels = reference_kernels, .fuse_matrices = fuse});
     EXPECT_TRUE(f.ok()) << f.status();
     if (!f.ok()) return nullptr;
     r->fwd = std::move(*f);
@@ -334,6 +334,25 @@ TEST(ForwardInvariance, ChunkingDoesNotChangeLogits) {
     for (size_t p = 0; p < tokens.size(); ++p) {
       EXPECT_TRUE(SameBits(whole[p], chunks[p])) << "position " << p;
       EXPECT_TRUE(SameBits(whole[p], single[p])) << "position " << p;
+    }
+  }
+}
+
+// The fused Q|K|V and gate|up products give the same bits as the separate ones.
+TEST(ForwardInvariance, FusedMatricesDoNotChangeLogits) {
+  for (Architecture arch : {Architecture::kQwen2, Architecture::kQwen3}) {
+    auto model = OpenTestModel(arch, DType::kQ4_K);
+    ASSERT_NE(model, nullptr);
+    auto fused = Runner::Make(*model);
+    auto separate = Runner::Make(*model, 2, DType::kF16, false, /*fuse=*/false);
+    ASSERT_NE(fused->fwd->weights().layer(0).attn_qkv.data, nullptr);
+    ASSERT_NE(fused->fwd->weights().layer(0).ffn_gate_up.data, nullptr);
+    ASSERT_EQ(separate->fwd->weights().layer(0).attn_qkv.data, nullptr);
+    const std::vector<TokenId> tokens = SomeTokens(19, kTestModelVocabSize, 5);
+    const auto a = fused->AllLogits(tokens, 7);
+    const auto b = separate->AllLogits(tokens, 7);
+    for (size_t p = 0; p < tokens.size(); ++p) {
+      EXPECT_TRUE(SameBits(a[p], b[p])) << ArchName(arch) << " position " << p;
     }
   }
 }
