@@ -38,6 +38,10 @@ void SwiGluScalar(const float* gate, const float* up, float* out, int64_t cols) 
 void SoftmaxScalar(float* x, int64_t cols) {
   float max = -std::numeric_limits<float>::infinity();
   for (int64_t c = 0; c < cols; ++c) max = std::max(max, x[c]);
+  if (max == -std::numeric_limits<float>::infinity()) {  // every entry masked
+    std::fill(x, x + cols, 0.0f);
+    return;
+  }
   float sum = 0.0f;
   for (int64_t c = 0; c < cols; ++c) {
     x[c] = std::exp(x[c] - max);
@@ -137,15 +141,7 @@ void Softmax(const SoftmaxParams& p) {
   internal::CheckSoftmax(p);
   if (p.cols == 0) return;
   const internal::RowKernels& k = internal::ActiveRowKernels();
-  internal::ForRows(p.rows, p.cols, [&](int64_t r) {
-    float* x = p.x + r * p.ld;
-    const float max = *std::max_element(x, x + p.cols);
-    if (max == -std::numeric_limits<float>::infinity()) {  // every entry masked
-      std::fill(x, x + p.cols, 0.0f);
-      return;
-    }
-    k.softmax(x, p.cols);
-  });
+  internal::ForRows(p.rows, p.cols, [&](int64_t r) { k.softmax(p.x + r * p.ld, p.cols); });
 }
 
 void Rope(const RopeParams& p) {

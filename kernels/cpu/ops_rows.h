@@ -14,7 +14,7 @@ struct RowKernels {
   void (*rms_norm)(const float* x, const float* w, float* y, int64_t cols, float eps);
   // out[c] = gate[c] * up[c] / (1 + exp(-gate[c])); out may equal gate.
   void (*swiglu)(const float* gate, const float* up, float* out, int64_t cols);
-  // In place: exp(x - max) / sum; -inf entries give 0; the caller handles all-masked rows.
+  // In place: exp(x - max) / sum; -inf entries give 0, a row of only -inf all zeros.
   void (*softmax)(float* x, int64_t cols);
   // Rotates the first rotary_dims of each of n_heads heads of one row. Normal (adjacent)
   // pairs use cc/ss of length rotary_dims: cc[2i] = cc[2i+1] = cos_i, ss[2i] = -sin_i,

@@ -95,7 +95,13 @@ void SoftmaxRow(float* x, int64_t cols) {
   int64_t i = 0;
   for (; i + kN <= cols; i += kN) m = V::Max(m, V::Load(x + i));
   if (i < cols) m = V::Max(m, V::LoadTailOr(x + i, cols - i, neg_inf));
-  const T max = V::Set1(V::ReduceMax(m));
+  const float max_value = V::ReduceMax(m);
+  if (max_value == -__builtin_inff()) {  // every entry masked: all zeros
+    for (i = 0; i + kN <= cols; i += kN) V::Store(x + i, V::Zero());
+    if (i < cols) V::StoreTail(x + i, V::Zero(), cols - i);
+    return;
+  }
+  const T max = V::Set1(max_value);
   T sum = V::Zero();
   for (i = 0; i + kN <= cols; i += kN) {
     const T e = Exp<V>(V::Sub(V::Load(x + i), max));
