@@ -10,5 +10,6 @@ namespace mnemo::cli {
 int RunInspect(const std::vector<std::string>& args);
 int RunTokenize(const std::vector<std::string>& args);
 int RunMakeTestModel(const std::vector<std::string>& args);
+int RunGenerate(const std::vector<std::string>& args);
 
 }  // namespace mnemo::cli

@@ -18,6 +18,7 @@ constexpr Subcommand kSubcommands[] = {
     {"inspect", "show a model's config, tensors, tokenizer and chat template",
      mnemo::cli::RunInspect},
     {"tokenize", "print the token ids (and pieces) of a text", mnemo::cli::RunTokenize},
+    {"generate", "generate text from a prompt (CPU)", mnemo::cli::RunGenerate},
     {"make-test-model", "write a tiny random-weight model for tests", mnemo::cli::RunMakeTestModel},
 };
 

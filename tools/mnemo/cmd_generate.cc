@@ -1,0 +1,178 @@
+// mnemo generate MODEL --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-k K]
+//                [--top-p P] [--min-p P] [--seed S] [--threads N] [--device cpu|cuda[:N]]
+//                [--json] [--top-logprobs K]
+#include <cstdio>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cache/base/strings.h"
+#include "engine/generate.h"
+#include "engine/model/model.h"
+#include "nlohmann/json.hpp"
+#include "tools/mnemo/cli.h"
+#include "tools/mnemo/commands.h"
+
+namespace mnemo::cli {
+namespace {
+
+using nlohmann::json;
+
+const CommandSpec& Spec() {
+  static const CommandSpec spec = {
+      .name = "generate",
+      .usage =
+          "MODEL --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--top-k K]\n"
+          "       [--top-p P] [--min-p P] [--seed S] [--threads N] [--device cpu|cuda[:N]]\n"
+          "       [--json] [--top-logprobs K]",
+      .summary =
+          "Generates a continuation of TEXT and streams it to stdout; prompt and\n"
+          "generation speeds go to stderr at the end. --temperature 0 is greedy and\n"
+          "deterministic (the same ids at any thread count).",
+      .flags = {{"prompt", true, "TEXT", "the prompt (required)"},
+                {"chat", false, "", "render TEXT as a user message with the chat template"},
+                {"max-tokens", true, "N", "generate at most N tokens (default 128)"},
+                {"temperature", true, "T", "sampling temperature, 0 = greedy (default 0.8)"},
+                {"top-k", true, "K", "keep the K most likely tokens, 0 = off (default 40)"},
+                {"top-p", true, "P", "nucleus sampling mass, 1 = off (default 0.95)"},
+                {"min-p", true, "P", "drop tokens below P x the best one (default 0.05)"},
+                {"seed", true, "S", "sampling seed (default: random)"},
+                {"threads", true, "N", "CPU threads, 0 = all (default 0)"},
+                {"device", true, "DEV", "cpu (default) or cuda[:N]"},
+                {"json", false, "", "print one JSON object with ids, text and timings"},
+                {"top-logprobs", true, "K",
+                 "with --json: the K most likely ids per position (0-20)"}},
+      .min_positionals = 1,
+      .max_positionals = 1,
+  };
+  return spec;
+}
+
+int Fail(std::string_view msg, int code = 1) {
+  std::fprintf(stderr, "mnemo generate: %.*s\n", static_cast<int>(msg.size()), msg.data());
+  return code;
+}
+
+// Checks --device: "cpu" is served; "cuda" / "cuda:N" need the CUDA backend.
+absl::Status CheckDevice(const std::string& device) {
+  if (device == "cpu") return absl::OkStatus();
+  if (device == "cuda" || device.starts_with("cuda:")) {
+#ifdef MNEMO_HAVE_CUDA
+    return absl::UnimplementedError(absl::StrCat(
+        "--device ", device, ": the CUDA forward pass is not available yet; use --device cpu"));
+#else
+    return absl::UnimplementedError(absl::StrCat(
+        "--device ", device, ": this mnemo was built without the CUDA backend; use --device cpu"));
+#endif
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--device: expected cpu, cuda or cuda:N, got '", device, "'"));
+}
+
+json TimingsJson(const engine::GenerateTimings& t) {
+  return {{"prompt_tokens", t.prompt_tokens},
+          {"prompt_seconds", t.prompt_seconds},
+          {"prompt_tokens_per_second", t.prompt_tokens_per_second()},
+          {"generated_tokens", t.decode_tokens},
+          {"generation_seconds", t.decode_seconds},
+          {"generation_tokens_per_second", t.decode_tokens_per_second()}};
+}
+
+}  // namespace
+
+int RunGenerate(const std::vector<std::string>& args) {
+  auto parsed = Parse(Spec(), args);
+  if (!parsed.ok()) return Fail(AsStd(parsed.status().message()), 2);
+  if (parsed->Has("help")) {
+    std::printf("%s", HelpText(Spec()).c_str());
+    return 0;
+  }
+  if (!parsed->Has("prompt")) return Fail("--prompt TEXT is required", 2);
+
+  engine::GenerateRequest req;
+  req.prompt = *parsed->Get("prompt");
+  req.chat = parsed->Has("chat");
+  auto max_tokens = parsed->GetInt("max-tokens", 128);
+  auto temperature = parsed->GetDouble("temperature", 0.8);
+  auto top_k = parsed->GetInt("top-k", 40);
+  auto top_p = parsed->GetDouble("top-p", 0.95);
+  auto min_p = parsed->GetDouble("min-p", 0.05);
+  auto seed = parsed->GetInt("seed", -1);
+  auto threads = parsed->GetInt("threads", 0);
+  auto top_logprobs = parsed->GetInt("top-logprobs", 0);
+  for (const absl::Status& s :
+       {max_tokens.status(), temperature.status(), top_k.status(), top_p.status(), min_p.status(),
+        seed.status(), threads.status(), top_logprobs.status()}) {
+    if (!s.ok()) return Fail(AsStd(s.message()), 2);
+  }
+  if (*max_tokens < 0) return Fail("--max-tokens must be >= 0", 2);
+  if (*threads < 0 || *threads > 4096) return Fail("--threads must be in [0, 4096]", 2);
+  if (*top_logprobs < 0 || *top_logprobs > engine::kMaxTopLogprobs) {
+    return Fail(absl::StrCat("--top-logprobs must be in [0, ", engine::kMaxTopLogprobs, "]"), 2);
+  }
+  if (*top_logprobs > 0 && !parsed->Has("json")) return Fail("--top-logprobs needs --json", 2);
+  req.stop.max_tokens = static_cast<int>(*max_tokens);
+  req.sampling.temperature = static_cast<float>(*temperature);
+  req.sampling.top_k = static_cast<int>(*top_k);
+  req.sampling.top_p = static_cast<float>(*top_p);
+  req.sampling.min_p = static_cast<float>(*min_p);
+  req.sampling.top_logprobs = static_cast<int>(*top_logprobs);
+  req.sampling.seed = *seed >= 0
+                          ? static_cast<uint64_t>(*seed)
+                          : (uint64_t{std::random_device()()} << 32) | std::random_device()();
+  if (absl::Status s = CheckDevice(parsed->Get("device").value_or("cpu")); !s.ok()) {
+    return Fail(AsStd(s.message()), absl::IsInvalidArgument(s) ? 2 : 1);
+  }
+
+  auto model = engine::Model::Open(parsed->positionals()[0]);
+  if (!model.ok()) return Fail(AsStd(model.status().message()));
+  auto gen = engine::Generator::Create(**model, {.threads = static_cast<int>(*threads)});
+  if (!gen.ok()) return Fail(AsStd(gen.status().message()));
+
+  const bool as_json = parsed->Has("json");
+  auto stream = [&](size_t, std::string_view text) {
+    if (as_json) return;
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+  };
+  auto result = (*gen)->Generate(req, stream);
+  if (!result.ok()) {
+    if (!as_json) std::fflush(stdout);
+    return Fail(AsStd(result.status().message()));
+  }
+  const engine::GenerateTimings& t = result->timings;
+  if (as_json) {
+    json j;
+    j["prompt_ids"] = result->prompt_ids;
+    j["ids"] = result->ids;
+    j["text"] = result->text;
+    j["finish_reason"] = std::string(engine::FinishReasonName(result->finish));
+    j["seed"] = req.sampling.seed;
+    j["timings"] = TimingsJson(t);
+    if (*top_logprobs > 0) {
+      json top = json::array();
+      for (const auto& position : result->top_logprobs) {
+        json list = json::array();
+        for (const engine::TokenLogprob& tl : position) {
+          list.push_back({{"id", tl.id}, {"logprob", tl.logprob}});
+        }
+        top.push_back(std::move(list));
+      }
+      j["top_logprobs"] = std::move(top);
+    }
+    std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+  } else {
+    std::printf("\n");
+  }
+  std::fprintf(stderr,
+               "mnemo generate: prompt %lld tokens, %.1f tokens/s; generation %lld tokens, "
+               "%.1f tokens/s (%s)\n",
+               static_cast<long long>(t.prompt_tokens), t.prompt_tokens_per_second(),
+               static_cast<long long>(t.decode_tokens), t.decode_tokens_per_second(),
+               std::string(engine::FinishReasonName(result->finish)).c_str());
+  return 0;
+}
+
+}  // namespace mnemo::cli
