@@ -88,13 +88,36 @@ MNEMO_AVX512_INLINE __m512i HighNibbles(__m512i v) {
 
 // ---- legacy formats: a step is one group of four blocks --------------------------------
 
+// Four blocks of a legacy format, not necessarily adjacent.
+template <class Block>
+struct BlockRefs {
+  const Block* p[kActGroupBlocks];
+  const Block& operator[](int j) const { return *p[j]; }
+};
+
+template <class Block>
+const Block& ZeroBlock() {
+  static const Block zero{};
+  return zero;
+}
+
 template <class Block>
 struct LegacySteps {
   static constexpr int kGroupsPerStep = 1;
   static constexpr bool kLegacy = true;
-  using Step = const Block*;
+  using Step = BlockRefs<Block>;
   MNEMO_AVX512_INLINE static Step Load(const uint8_t* row, int64_t s) {
-    return reinterpret_cast<const Block*>(row) + kActGroupBlocks * s;
+    const Block* b = reinterpret_cast<const Block*>(row) + kActGroupBlocks * s;
+    return {{b, b + 1, b + 2, b + 3}};
+  }
+  // The last group of a row with 1..3 blocks left: the missing ones read as an all-zero
+  // block (scale 0), which meets zero activations and adds exactly nothing.
+  MNEMO_AVX512_INLINE static Step Partial(const uint8_t* row, int64_t blocks) {
+    const int64_t rest = blocks % kActGroupBlocks;
+    const Block* b = reinterpret_cast<const Block*>(row) + (blocks - rest);
+    Step st;
+    for (int j = 0; j < kActGroupBlocks; ++j) st.p[j] = j < rest ? b + j : &ZeroBlock<Block>();
+    return st;
   }
 };
 
@@ -335,18 +358,6 @@ MNEMO_AVX512_INLINE void Store(const MatMulJob& job, int64_t m0, int64_t n0, __m
   }
 }
 
-// A row's last group of 1..3 legacy blocks, decoded from a copy padded with zero blocks
-// (which meet zero activations and add exactly nothing).
-template <class W>
-MNEMO_AVX512_INLINE WeightGroup PaddedGroup(const uint8_t* row, int64_t blocks) {
-  using Block = std::remove_cv_t<std::remove_pointer_t<typename W::Step>>;
-  const int64_t rest = blocks % kActGroupBlocks;
-  Block pad[kActGroupBlocks];
-  std::memset(pad, 0, sizeof(pad));
-  std::memcpy(pad, row + (blocks - rest) * sizeof(Block), rest * sizeof(Block));
-  return W::Group(pad, 0);
-}
-
 template <class W, int R, int C>
 struct QuantTile {
   // Decodes the C weight rows group by group while accumulating (few activation rows).
@@ -376,7 +387,7 @@ struct QuantTile {
     if constexpr (W::kLegacy) {
       if (blocks % kActGroupBlocks != 0) {
         WeightGroup w[C];
-        for (int c = 0; c < C; ++c) w[c] = PaddedGroup<W>(wrow[c], blocks);
+        for (int c = 0; c < C; ++c) w[c] = W::Group(W::Partial(wrow[c], blocks), 0);
         Accumulate<R, C, W>(x, steps, w, acc);
       }
     }
@@ -411,7 +422,7 @@ MNEMO_AVX512 void DecodeRow(const uint8_t* row, int64_t k, WeightGroup* out, int
     }
   }
   if constexpr (W::kLegacy) {
-    if (blocks % kActGroupBlocks != 0) out[steps * stride] = PaddedGroup<W>(row, blocks);
+    if (blocks % kActGroupBlocks != 0) out[steps * stride] = W::Group(W::Partial(row, blocks), 0);
   }
 }
 
