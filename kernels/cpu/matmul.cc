@@ -87,7 +87,7 @@ void MatMul(const MatMulParams& p) {
   // Fixed chunks of output columns, whole column tiles each: the partition changes which
   // thread computes an output, never how (tiles run the same sequence on every output).
   const int64_t tile_cols = tiles != nullptr ? tiles->cols : 1;
-  const int64_t chunk = tile_cols * (p.rows >= 16 ? 8 : 4);
+  const int64_t chunk = p.rows >= 16 ? 8 * tile_cols : 48;
   const int64_t chunks = (n_out + chunk - 1) / chunk;
   auto run = [&](int64_t c) { columns(c * chunk, std::min(n_out, (c + 1) * chunk)); };
   if (chunks == 1 || job.w_row_bytes * n_out * std::max<int64_t>(1, p.rows / 4) < (1 << 15)) {

@@ -61,14 +61,37 @@ MNEMO_AVX2_INLINE __m256i HighNibbles(__m256i v) {
   return _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
 }
 
+// Four blocks of a legacy format, not necessarily adjacent.
+template <class Block>
+struct BlockRefs {
+  const Block* p[kActGroupBlocks];
+  const Block& operator[](int j) const { return *p[j]; }
+};
+
+template <class Block>
+const Block& ZeroBlock() {
+  static const Block zero{};
+  return zero;
+}
+
 template <class Block>
 struct LegacySteps {
   static constexpr int kGroupsPerStep = 1;
   static constexpr bool kLegacy = true;
   static constexpr bool kSplitScales = false;
-  using Step = const Block*;
+  using Step = BlockRefs<Block>;
   MNEMO_AVX2_INLINE static Step Load(const uint8_t* row, int64_t s) {
-    return reinterpret_cast<const Block*>(row) + kActGroupBlocks * s;
+    const Block* b = reinterpret_cast<const Block*>(row) + kActGroupBlocks * s;
+    return {{b, b + 1, b + 2, b + 3}};
+  }
+  // The last group of a row with 1..3 blocks left: the missing ones read as an all-zero
+  // block (scale 0), which meets zero activations and adds exactly nothing.
+  MNEMO_AVX2_INLINE static Step Partial(const uint8_t* row, int64_t blocks) {
+    const int64_t rest = blocks % kActGroupBlocks;
+    const Block* b = reinterpret_cast<const Block*>(row) + (blocks - rest);
+    Step st;
+    for (int j = 0; j < kActGroupBlocks; ++j) st.p[j] = j < rest ? b + j : &ZeroBlock<Block>();
+    return st;
   }
 };
 
@@ -328,18 +351,9 @@ struct QuantTile {
       }
     }
     if constexpr (W::kLegacy) {
-      // A last group of 1..3 blocks: decoded from a copy padded with zero blocks, which
-      // meet zero activations and add exactly nothing.
-      const int64_t rest = blocks % kActGroupBlocks;
-      if (rest != 0) {
-        using Block = std::remove_cv_t<std::remove_pointer_t<typename W::Step>>;
-        Block pad[C][kActGroupBlocks];
-        std::memset(pad, 0, sizeof(pad));
+      if (blocks % kActGroupBlocks != 0) {
         typename W::Step st[C];
-        for (int c = 0; c < C; ++c) {
-          std::memcpy(pad[c], wrow[c] + (blocks - rest) * sizeof(Block), rest * sizeof(Block));
-          st[c] = pad[c];
-        }
+        for (int c = 0; c < C; ++c) st[c] = W::Partial(wrow[c], blocks);
         AccumulateGroup<R, C, W>(x, steps, st, 0, acc);
       }
     }

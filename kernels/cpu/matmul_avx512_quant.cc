@@ -88,13 +88,36 @@ MNEMO_AVX512_INLINE __m512i HighNibbles(__m512i v) {
 
 // ---- legacy formats: a step is one group of four blocks --------------------------------
 
+// Four blocks of a legacy format, not necessarily adjacent.
+template <class Block>
+struct BlockRefs {
+  const Block* p[kActGroupBlocks];
+  const Block& operator[](int j) const { return *p[j]; }
+};
+
+template <class Block>
+const Block& ZeroBlock() {
+  static const Block zero{};
+  return zero;
+}
+
 template <class Block>
 struct LegacySteps {
   static constexpr int kGroupsPerStep = 1;
   static constexpr bool kLegacy = true;
-  using Step = const Block*;
+  using Step = BlockRefs<Block>;
   MNEMO_AVX512_INLINE static Step Load(const uint8_t* row, int64_t s) {
-    return reinterpret_cast<const Block*>(row) + kActGroupBlocks * s;
+    const Block* b = reinterpret_cast<const Block*>(row) + kActGroupBlocks * s;
+    return {{b, b + 1, b + 2, b + 3}};
+  }
+  // The last group of a row with 1..3 blocks left: the missing ones read as an all-zero
+  // block (scale 0), which meets zero activations and adds exactly nothing.
+  MNEMO_AVX512_INLINE static Step Partial(const uint8_t* row, int64_t blocks) {
+    const int64_t rest = blocks % kActGroupBlocks;
+    const Block* b = reinterpret_cast<const Block*>(row) + (blocks - rest);
+    Step st;
+    for (int j = 0; j < kActGroupBlocks; ++j) st.p[j] = j < rest ? b + j : &ZeroBlock<Block>();
+    return st;
   }
 };
 
@@ -335,18 +358,6 @@ MNEMO_AVX512_INLINE void Store(const MatMulJob& job, int64_t m0, int64_t n0, __m
   }
 }
 
-// A row's last group of 1..3 legacy blocks, decoded from a copy padded with zero blocks
-// (which meet zero activations and add exactly nothing).
-template <class W>
-MNEMO_AVX512_INLINE WeightGroup PaddedGroup(const uint8_t* row, int64_t blocks) {
-  using Block = std::remove_cv_t<std::remove_pointer_t<typename W::Step>>;
-  const int64_t rest = blocks % kActGroupBlocks;
-  Block pad[kActGroupBlocks];
-  std::memset(pad, 0, sizeof(pad));
-  std::memcpy(pad, row + (blocks - rest) * sizeof(Block), rest * sizeof(Block));
-  return W::Group(pad, 0);
-}
-
 template <class W, int R, int C>
 struct QuantTile {
   // Decodes the C weight rows group by group while accumulating (few activation rows).
@@ -376,7 +387,7 @@ struct QuantTile {
     if constexpr (W::kLegacy) {
       if (blocks % kActGroupBlocks != 0) {
         WeightGroup w[C];
-        for (int c = 0; c < C; ++c) w[c] = PaddedGroup<W>(wrow[c], blocks);
+        for (int c = 0; c < C; ++c) w[c] = W::Group(W::Partial(wrow[c], blocks), 0);
         Accumulate<R, C, W>(x, steps, w, acc);
       }
     }
@@ -411,26 +422,27 @@ MNEMO_AVX512 void DecodeRow(const uint8_t* row, int64_t k, WeightGroup* out, int
     }
   }
   if constexpr (W::kLegacy) {
-    if (blocks % kActGroupBlocks != 0) out[steps * stride] = PaddedGroup<W>(row, blocks);
+    if (blocks % kActGroupBlocks != 0) out[steps * stride] = W::Group(W::Partial(row, blocks), 0);
   }
 }
 
 constexpr int kTileRows = 4;
 constexpr int kTileCols = 4;
 
-template <class W, int R>
-void RunDecodedRow(const MatMulJob& job, int64_t m0, int64_t n0, int64_t cols, const WeightGroup* w,
-                   int64_t stride) {
-  static_assert(kTileCols == 4);
-  switch (cols) {
-    case 4:
-      return QuantTile<W, R, 4>::RunDecoded(job, m0, n0, w, stride);
-    case 3:
-      return QuantTile<W, R, 3>::RunDecoded(job, m0, n0, w, stride);
-    case 2:
-      return QuantTile<W, R, 2>::RunDecoded(job, m0, n0, w, stride);
-    default:
-      return QuantTile<W, R, 1>::RunDecoded(job, m0, n0, w, stride);
+// Tile of the decoded-weights path (4 x 4 measured best among 4x3, 3x4, 5x3, 6x2).
+constexpr int kDecodedRows = 4;
+constexpr int kDecodedCols = 4;
+
+// Runs the decoded tile of exactly rows x cols (R, C: the largest allowed).
+template <class W, int R, int C>
+void RunDecodedTile(int64_t rows, int64_t cols, const MatMulJob& job, int64_t m0, int64_t n0,
+                    const WeightGroup* w, int64_t stride) {
+  if (rows == R && cols == C) return QuantTile<W, R, C>::RunDecoded(job, m0, n0, w, stride);
+  if constexpr (C > 1) {
+    if (rows == R) return RunDecodedTile<W, R, C - 1>(rows, cols, job, m0, n0, w, stride);
+  }
+  if constexpr (R > 1) {
+    return RunDecodedTile<W, R - 1, kDecodedCols>(rows, cols, job, m0, n0, w, stride);
   }
 }
 
@@ -451,29 +463,16 @@ WeightGroup* DecodeScratch(int64_t n) {
 template <class W>
 void Columns(const TileSet& tiles, const MatMulJob& job, int64_t n_begin, int64_t n_end) {
   if (job.rows <= kTileRows) return RunTiles(tiles, job, n_begin, n_end);
-  static_assert(kTileRows == 4);
   const int64_t cols = n_end - n_begin;
   WeightGroup* w = DecodeScratch(cols * job.xq_groups);
   for (int64_t c = 0; c < cols; ++c) {
     DecodeRow<W>(job.w + (n_begin + c) * job.w_row_bytes, job.k, w + c, cols);
   }
-  for (int64_t m = 0; m < job.rows; m += kTileRows) {
-    for (int64_t c = 0; c < cols; c += kTileCols) {
-      const int64_t tc = std::min<int64_t>(kTileCols, cols - c);
-      switch (std::min<int64_t>(kTileRows, job.rows - m)) {
-        case 4:
-          RunDecodedRow<W, 4>(job, m, n_begin + c, tc, w + c, cols);
-          break;
-        case 3:
-          RunDecodedRow<W, 3>(job, m, n_begin + c, tc, w + c, cols);
-          break;
-        case 2:
-          RunDecodedRow<W, 2>(job, m, n_begin + c, tc, w + c, cols);
-          break;
-        default:
-          RunDecodedRow<W, 1>(job, m, n_begin + c, tc, w + c, cols);
-          break;
-      }
+  for (int64_t m = 0; m < job.rows; m += kDecodedRows) {
+    const int64_t tr = std::min<int64_t>(kDecodedRows, job.rows - m);
+    for (int64_t c = 0; c < cols; c += kDecodedCols) {
+      const int64_t tc = std::min<int64_t>(kDecodedCols, cols - c);
+      RunDecodedTile<W, kDecodedRows, kDecodedCols>(tr, tc, job, m, n_begin + c, w + c, cols);
     }
   }
 }
