@@ -118,9 +118,13 @@ void Rope(const RopeParams& p);
 
 // ---- matrix products -------------------------------------------------------------------
 // y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n] when bias != nullptr), for m < rows,
-// n < w.rows, k < w.cols. Quantized weights are dequantized on the fly (the fast version
-// may quantize x to 8 bits per block for integer dot products: its tolerance is then the
-// q8 activation rounding, stated in the test). y must not alias x.
+// n < w.rows, k < w.cols. Quantized weights are dequantized on the fly. y must not alias x.
+// The fast version multiplies quantized weights with x quantized to int8 per 32-element
+// block (d = amax / 127, q = round-half-even(x / d)): exact integer block sums, f32 across
+// blocks. Its tolerance against the reference (derived in tests/kernels/matmul_test.cc):
+//   |fast - ref| <= sum_k |w_k| e_k + k 2^-23 sum_k |w_k| (|x_k| + e_k) + 2^-23 (|ref| + |bias|)
+// with e_k = d / 2 of x_k's block for quantized weights, 0 for f32/f16/bf16 weights.
+// Batch invariant: a row's outputs are bit-identical whatever the other rows and threads.
 struct MatMulParams {
   WeightView w;              // [n_out, k]
   const float* x = nullptr;  // [rows, ldx]
@@ -149,7 +153,8 @@ void SwiGluRef(const SwiGluParams& p);
 void SwiGlu(const SwiGluParams& p);
 
 // ---- softmax ---------------------------------------------------------------------------
-// In place over each row's first `cols` elements (max-subtracted). -inf entries get 0.
+// In place over each row's first `cols` elements (max-subtracted). -inf entries get 0; a
+// row of only -inf becomes all zeros. Inputs are otherwise finite.
 struct SoftmaxParams {
   float* x = nullptr;
   int64_t ld = 0;
@@ -162,7 +167,9 @@ void Softmax(const SoftmaxParams& p);
 // ---- run-time dispatch -----------------------------------------------------------------
 enum class CpuIsa : uint8_t { kScalar, kAvx2, kAvx512 };
 // The best path this processor supports (cached after the first call), capped by
-// SetMaxCpuIsa (tests force each path in turn).
+// SetMaxCpuIsa (tests force each path in turn). AVX2 means AVX2 + FMA + F16C; AVX-512
+// means F + BW + VL + VNNI. SetMaxCpuIsa is process-wide (an atomic): for tests and
+// benchmarks, not to be changed while ops run on other threads.
 CpuIsa ActiveCpuIsa();
 void SetMaxCpuIsa(CpuIsa isa);
 const char* CpuIsaName(CpuIsa isa);

@@ -16,37 +16,14 @@
 namespace mnemo::kernels {
 namespace internal {
 
-void QuantizeActRow(const float* x, int64_t k, ActGroup* out) {
-  const int64_t blocks = k / 32;
-  for (int64_t g = 0; g < ActGroupsPerRow(k); ++g) {
-    ActGroup& grp = out[g];
-    for (int half = 0; half < 2; ++half) {
-      const int64_t b = 2 * g + half;
-      int8_t* q = grp.qs + 32 * half;
-      int32_t sum16[2] = {0, 0};
-      float d = 0.0f;
-      if (b < blocks) {
-        const float* xb = x + 32 * b;
-        float amax = 0.0f;
-        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(xb[i]));
-        d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int i = 0; i < 32; ++i) {
-          // nearbyint rounds half to even, like the SIMD conversions; |x * id| <= 127
-          // up to rounding, the clamp only guards non-finite input.
-          const float v = std::clamp(std::nearbyint(xb[i] * id), -127.0f, 127.0f);
-          q[i] = static_cast<int8_t>(v);
-          sum16[i / 16] += q[i];
-        }
-      } else {
-        std::fill(q, q + 32, int8_t{0});
-      }
-      for (int lane = 0; lane < 8; ++lane) {
-        grp.nsum[8 * half + lane] = lane % 4 == 0 ? -sum16[lane / 4] : 0;
-        grp.d[8 * half + lane] = d;
-        grp.dsum[8 * half + lane] = 0.0f;
-      }
-      grp.dsum[8 * half] = d * static_cast<float>(sum16[0] + sum16[1]);
+void RunTiles(const TileSet& tiles, const MatMulJob& job, int64_t n_begin, int64_t n_end) {
+  // A tile of activation rows stays in L1 while the chunk's weight columns stream past
+  // from L2 (per 128 elements a weight row is at most 136 bytes, an activation row 384).
+  for (int64_t m = 0; m < job.rows; m += tiles.rows) {
+    const int64_t rows = std::min<int64_t>(tiles.rows, job.rows - m);
+    for (int64_t n = n_begin; n < n_end; n += tiles.cols) {
+      const int64_t cols = std::min<int64_t>(tiles.cols, n_end - n);
+      tiles.fn[rows][cols](job, m, n);
     }
   }
 }
@@ -84,25 +61,35 @@ void MatMul(const MatMulParams& p) {
     job.xq = xq.data();
   }
 
-  void (*columns)(const internal::MatMulJob&, int64_t, int64_t) = internal::MatMulColumnsScalar;
+  const internal::TileSet* tiles = nullptr;
 #if defined(__x86_64__)
   switch (ActiveCpuIsa()) {
     case CpuIsa::kAvx512:
-      columns = internal::MatMulColumnsAvx512;
+      tiles = &internal::TilesAvx512(p.w.dtype);
       break;
     case CpuIsa::kAvx2:
-      columns = internal::MatMulColumnsAvx2;
+      tiles = &internal::TilesAvx2(p.w.dtype);
       break;
     case CpuIsa::kScalar:
       break;
   }
 #endif
+  auto columns = [&](int64_t n_begin, int64_t n_end) {
+    if (tiles != nullptr && tiles->columns != nullptr) {
+      tiles->columns(*tiles, job, n_begin, n_end);
+    } else if (tiles != nullptr) {
+      internal::RunTiles(*tiles, job, n_begin, n_end);
+    } else {
+      internal::MatMulColumnsScalar(job, n_begin, n_end);
+    }
+  };
 
-  // Fixed chunks of output columns (a multiple of every kernel's column tile): the
-  // partition changes which thread computes an output, never how.
-  const int64_t chunk = p.rows >= 16 ? 64 : 16;
+  // Fixed chunks of output columns, whole column tiles each: the partition changes which
+  // thread computes an output, never how (tiles run the same sequence on every output).
+  const int64_t tile_cols = tiles != nullptr ? tiles->cols : 1;
+  const int64_t chunk = p.rows >= 16 ? 8 * tile_cols : 48;
   const int64_t chunks = (n_out + chunk - 1) / chunk;
-  auto run = [&](int64_t c) { columns(job, c * chunk, std::min(n_out, (c + 1) * chunk)); };
+  auto run = [&](int64_t c) { columns(c * chunk, std::min(n_out, (c + 1) * chunk)); };
   if (chunks == 1 || job.w_row_bytes * n_out * std::max<int64_t>(1, p.rows / 4) < (1 << 15)) {
     for (int64_t c = 0; c < chunks; ++c) run(c);
   } else {

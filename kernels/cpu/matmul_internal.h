@@ -4,23 +4,23 @@
 // Quantized weights are multiplied with 8-bit activations: each row of x is cut into
 // 32-element blocks, block b gets d_b = amax_b / 127 and q = round-half-even(x * (1 / d_b)),
 // so every block product is an exact integer sum and only the per-block scaling is in f32.
-// Two consecutive blocks form a 64-element ActGroup laid out so that the SIMD kernels load
-// each field as one vector (AVX-512: the whole group; AVX2: one half per block):
+// Four consecutive blocks A, B, C, D (128 elements) form an ActGroup, laid out so that one
+// 64-byte vector holds the first 16 quants of each block and another the last 16:
 //
-//   qs    [64]  int8   the quants of block 2g (0..31) and 2g+1 (32..63)
-//   nsum  [16]  int32  minus the sum of qs[16j .. 16j+15] in lane 4j, 0 elsewhere: the
-//                      dot-product lanes 4j..4j+3 cover those 16 bytes, so a kernel whose
-//                      weights are stored as q + bias (Q8_0 as q + 128, Q4_0 as q + 8,
-//                      Q6_K as q + 32) starts lane 4j at bias * nsum[4j] and the sum of
-//                      lanes is sum (q_w - bias) * q_x exactly.
-//   d     [16]  f32    d of block 2g in lanes 0..7, of block 2g+1 in lanes 8..15
-//   dsum  [16]  f32    d * sum(qs of the block) in lanes 0 and 8, 0 elsewhere: the factor
-//                      of a weight block's offset (Q4_1 m, K-quant -dmin * m)
+//   qs       [128] int8   | A0..15 | B0..15 | C0..15 | D0..15 | A16..31 | ... | D16..31 |
+//   nsum_lo  [16]  int32  lane 4j: minus the sum of block j's quants 0..15; 0 elsewhere
+//   nsum_hi  [16]  int32  lane 4j: minus the sum of block j's quants 16..31
+//   d        [16]  f32    lanes 4j..4j+3: d of block j
+//   dsum     [16]  f32    lane 4j: d_j * (sum of block j's quants); 0 elsewhere
 //
-// A row with an odd number of blocks has its last group's second half all zero, which
-// contributes exactly nothing. Fast kernels parallelise over output columns only; each
-// (m, n) output is one function of row m of x and row n of w, whatever the tile it falls
-// in (the tiled kernels run the same instruction sequence on every accumulator).
+// An 8-bit dot product (vpdpbusd) of the weight bytes arranged the same way puts block j's
+// partial sums in int32 lanes 4j..4j+3, so per-block scales are per-lane vectors. Weights
+// stored as q + bias (Q8_0 as q + 128, Q4_0 as q + 8, Q6_K as q + 32) start the lanes at
+// bias * nsum, which removes bias * sum(x quants) exactly; a weight block's offset (Q4_1 m,
+// K-quant -dmin * m) multiplies dsum. Blocks past the end of a row are all zero and add
+// exactly nothing. Fast kernels parallelise over output columns only; each (m, n) output
+// is one function of row m of x and row n of w, whatever the tile it falls in (the tiled
+// kernels run the same instruction sequence on every accumulator).
 #pragma once
 
 #include <cstdint>
@@ -32,14 +32,21 @@
 namespace mnemo::kernels::internal {
 
 struct alignas(64) ActGroup {
-  int8_t qs[64];
-  int32_t nsum[16];
+  int8_t qs[128];
+  int32_t nsum_lo[16];
+  int32_t nsum_hi[16];
   float d[16];
   float dsum[16];
 };
-static_assert(sizeof(ActGroup) == 256);
+static_assert(sizeof(ActGroup) == 384);
 
-inline constexpr int kActGroupElems = 64;
+inline constexpr int kActGroupElems = 128;
+inline constexpr int kActGroupBlocks = 4;
+
+// Quant i (0..31) of block j (0..3) of a group.
+inline int8_t ActQuant(const ActGroup& g, int j, int i) {
+  return g.qs[(i < 16 ? 0 : 64) + 16 * j + (i % 16)];
+}
 
 // Groups per quantized activation row of k elements (k a multiple of 32).
 inline int64_t ActGroupsPerRow(int64_t k) { return (k + kActGroupElems - 1) / kActGroupElems; }
@@ -77,11 +84,56 @@ inline void KSubBlockScales(const uint8_t* scales, uint16_t d16, uint16_t dmin16
   }
 }
 
-// Computes y[m][n] for every m < job.rows and n in [n_begin, n_end). One per path; the
-// AVX2 and AVX-512 ones exist only on x86-64 (and must be called only when ActiveCpuIsa
-// allows them).
+// A register-blocked kernel computing the r x c outputs y[m0 .. m0+r)[n0 .. n0+c).
+using TileFn = void (*)(const MatMulJob& job, int64_t m0, int64_t n0);
+
+// The tile kernels of one path and weight dtype: fn[r][c] for 1 <= r <= rows and
+// 1 <= c <= cols (the largest tile, used wherever it fits).
+inline constexpr int kMaxTileDim = 8;
+struct TileSet {
+  int rows = 1;
+  int cols = 1;
+  TileFn fn[kMaxTileDim + 1][kMaxTileDim + 1] = {};
+  // When set, runs columns [n_begin, n_end) instead of RunTiles (e.g. decoding the
+  // weights once for many rows); it must produce the same bits as RunTiles.
+  void (*columns)(const TileSet& tiles, const MatMulJob& job, int64_t n_begin,
+                  int64_t n_end) = nullptr;
+};
+
+// Fills fn[r][c] for every r <= R, c <= C with Tile<W, r, c> (Tile a class template with
+// a static Run).
+template <template <class, int, int> class Tile, class W, int R, int C, int kCols>
+void FillTiles(TileSet& t) {
+  t.fn[R][C] = &Tile<W, R, C>::Run;
+  if constexpr (C > 1) {
+    FillTiles<Tile, W, R, C - 1, kCols>(t);
+  } else if constexpr (R > 1) {
+    FillTiles<Tile, W, R - 1, kCols, kCols>(t);
+  }
+}
+
+template <template <class, int, int> class Tile, class W, int R, int C>
+TileSet MakeTileSet() {
+  static_assert(R <= kMaxTileDim && C <= kMaxTileDim);
+  TileSet t;
+  t.rows = R;
+  t.cols = C;
+  FillTiles<Tile, W, R, C, C>(t);
+  return t;
+}
+
+// Runs the tiles over all rows and the columns [n_begin, n_end): activation rows in blocks
+// that stay in cache while the block's weight columns stream past, full tiles wherever
+// they fit and smaller ones at the edges.
+void RunTiles(const TileSet& tiles, const MatMulJob& job, int64_t n_begin, int64_t n_end);
+
+// The tile kernels of the SIMD paths for dtype t (x86-64 only).
+const TileSet& TilesAvx2(DType t);
+const TileSet& TilesAvx512(DType t);
+const TileSet& QuantTilesAvx2(DType t);
+const TileSet& QuantTilesAvx512(DType t);
+
+// The portable path: computes y[m][n] for every m < job.rows and n in [n_begin, n_end).
 void MatMulColumnsScalar(const MatMulJob& job, int64_t n_begin, int64_t n_end);
-void MatMulColumnsAvx2(const MatMulJob& job, int64_t n_begin, int64_t n_end);
-void MatMulColumnsAvx512(const MatMulJob& job, int64_t n_begin, int64_t n_end);
 
 }  // namespace mnemo::kernels::internal

@@ -99,15 +99,14 @@ void QuantizedColumns(const MatMulJob& job, int64_t n_begin, int64_t n_end) {
       const ActGroup* xg = job.xq + m * job.xq_groups;
       float acc = 0.0f;
       for (int64_t b = 0; b < blocks; ++b) {
-        const ActGroup& g = xg[b / 2];
-        const int half = static_cast<int>(b % 2);
-        const int8_t* qx = g.qs + 32 * half;
+        const ActGroup& g = xg[b / kActGroupBlocks];
+        const int j = static_cast<int>(b % kActGroupBlocks);
         const int32_t* qw = row.q.data() + 32 * b;
         int32_t isum = 0;
-        for (int i = 0; i < 32; ++i) isum += qw[i] * qx[i];
-        const float scale = row.dw[b] * g.d[8 * half];
+        for (int i = 0; i < 32; ++i) isum += qw[i] * ActQuant(g, j, i);
+        const float scale = row.dw[b] * g.d[4 * j];
         acc += scale * static_cast<float>(isum);
-        acc += row.mw[b] * g.dsum[8 * half];
+        acc += row.mw[b] * g.dsum[4 * j];
       }
       if (job.bias != nullptr) acc += job.bias[n];
       job.y[m * job.ldy + n] = acc;

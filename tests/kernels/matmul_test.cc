@@ -18,10 +18,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/matmul_internal.h"
 #include "kernels/dequant.h"
 #include "kernels/ops.h"
 #include "tests/kernels/ops_test_util.h"
@@ -229,6 +231,63 @@ TEST(MatMulTest, SmallIntegersAreExact) {
           ASSERT_EQ(y[m * n_out + n], want) << DTypeName(t) << " " << IsaName(isa);
         }
       }
+    }
+  }
+}
+
+// The activation quantizer gives the same bytes on every path: q = round-half-even(x / d)
+// with d = amax / 127, per-16 sums, and zero blocks past the row's end.
+TEST(MatMulTest, ActivationQuantizationIsIdenticalOnEveryPath) {
+  std::mt19937 rng(51);
+  for (int64_t k : {32, 96, 128, 160, 544}) {
+    std::vector<float> x = RandomMatrix(1, k, k, rng, 0.7f);
+    // Block 0 has amax 127, so d = 1 and ties at .5 must round to even.
+    x[0] = 127.0f;
+    x[1] = 2.5f;
+    x[2] = 3.5f;
+    x[3] = -2.5f;
+    x[4] = -0.5f;
+    const int64_t groups = internal::ActGroupsPerRow(k);
+    std::vector<std::vector<internal::ActGroup>> results;
+    for (CpuIsa isa : SupportedIsas()) {
+      ScopedMaxIsa cap(isa);
+      std::vector<internal::ActGroup> q(static_cast<size_t>(groups));
+      std::memset(q.data(), 0x5a, q.size() * sizeof(internal::ActGroup));
+      internal::QuantizeActRow(x.data(), k, q.data());
+      results.push_back(q);
+    }
+    const internal::ActGroup& g0 = results[0][0];
+    EXPECT_EQ(internal::ActQuant(g0, 0, 0), 127);
+    EXPECT_EQ(internal::ActQuant(g0, 0, 1), 2);
+    EXPECT_EQ(internal::ActQuant(g0, 0, 2), 4);
+    EXPECT_EQ(internal::ActQuant(g0, 0, 3), -2);
+    EXPECT_EQ(internal::ActQuant(g0, 0, 4), 0);
+    EXPECT_EQ(g0.d[0], 1.0f);
+    std::vector<double> xq, err;
+    Q8Round(x.data(), k, &xq, &err);
+    for (int64_t b = 0; b < groups * 4; ++b) {
+      const internal::ActGroup& g = results[0][b / 4];
+      const int j = static_cast<int>(b % 4);
+      int32_t sum_lo = 0, sum_hi = 0;
+      for (int i = 0; i < 32; ++i) {
+        const int q = internal::ActQuant(g, j, i);
+        if (b < k / 32) {
+          ASSERT_EQ(q * static_cast<double>(g.d[4 * j]), xq[32 * b + i]) << "k " << k << " " << b;
+        } else {
+          ASSERT_EQ(q, 0);
+        }
+        (i < 16 ? sum_lo : sum_hi) += q;
+      }
+      EXPECT_EQ(g.nsum_lo[4 * j], -sum_lo);
+      EXPECT_EQ(g.nsum_hi[4 * j], -sum_hi);
+      EXPECT_EQ(g.nsum_lo[4 * j + 1], 0);
+      EXPECT_EQ(g.dsum[4 * j], g.d[4 * j] * static_cast<float>(sum_lo + sum_hi));
+    }
+    for (size_t p = 1; p < results.size(); ++p) {
+      ASSERT_EQ(std::memcmp(results[0].data(), results[p].data(),
+                            results[0].size() * sizeof(internal::ActGroup)),
+                0)
+          << "path " << p << " k " << k;
     }
   }
 }
