@@ -37,33 +37,11 @@ absl::StatusOr<std::vector<float>> Dequantize(const TensorRef& t) {
   return out;
 }
 
-// x rounded as 8-bit blocks of 32 (ReferenceOptions::q8_activations).
-std::vector<double> RoundQ8(const double* x, int64_t n) {
-  std::vector<double> out(static_cast<size_t>(n));
-  for (int64_t b = 0; b < n; b += 32) {
-    const int64_t e = std::min(n, b + 32);
-    float amax = 0.0f;
-    for (int64_t i = b; i < e; ++i) amax = std::max(amax, std::abs(static_cast<float>(x[i])));
-    const float d = amax / 127.0f;
-    const float inv = d > 0.0f ? 1.0f / d : 0.0f;
-    for (int64_t i = b; i < e; ++i) {
-      const float q = std::nearbyint(static_cast<float>(x[i]) * inv);  // ties to even
-      out[i] = static_cast<double>(q) * static_cast<double>(d);
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 // out[r] = sum_c m[r][c] * x[c] (+ bias[r]), in double.
 void ReferenceModel::MatVec(const Matrix& m, const double* x, const std::vector<float>& bias,
                             double* out) {
-  std::vector<double> rounded;
-  if (m.round_input) {
-    rounded = RoundQ8(x, m.cols);
-    x = rounded.data();
-  }
   const int64_t rows = m.rows;
   const int64_t cols = m.cols;
   for (int64_t r = 0; r < rows; ++r) {
@@ -165,8 +143,7 @@ void ApplyRope(double* head, int rotary_dims, RopeStyle style, const std::vector
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(
-    const engine::Model& model, const ReferenceOptions& opts) {
+absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(const engine::Model& model) {
   std::unique_ptr<ReferenceModel> m(new ReferenceModel());
   m->config_ = model.config();
   const ModelConfig& c = m->config_;
@@ -183,7 +160,6 @@ absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(
     if (t == nullptr) return absl::NotFoundError(absl::StrCat("reference: no tensor ", name));
     out->rows = t->shape[0];
     out->cols = t->shape[1];
-    out->round_input = opts.q8_activations && kernels::GetDTypeInfo(t->dtype).quantized;
     return vec(name, &out->w);
   };
   absl::Status s = mat("token_embd.weight", &m->embedding_);
@@ -223,7 +199,6 @@ absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(
     if (!s.ok()) return s;
   }
   m->theta_ = RopeTheta(c.rope, c.context_length, freq_factors);
-  m->f16_kv_ = opts.f16_kv;
   m->rope_scale_ = c.rope.scaling == RopeScalingKind::kYarn ? c.rope.attn_factor : 1.0;
   return m;
 }
@@ -300,12 +275,6 @@ std::vector<double> ReferenceSequence::Step(TokenId token) {
     }
     std::vector<double>& kc = k_cache_[static_cast<size_t>(l)];
     std::vector<double>& vc = v_cache_[static_cast<size_t>(l)];
-    if (m_.f16_kv_) {
-      for (double& x16 : k)
-        x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
-      for (double& x16 : v)
-        x16 = static_cast<double>(static_cast<_Float16>(static_cast<float>(x16)));
-    }
     kc.insert(kc.end(), k.begin(), k.end());
     vc.insert(vc.end(), v.begin(), v.end());
 

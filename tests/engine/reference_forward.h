@@ -18,12 +18,6 @@
 //   h = RMSNorm(x) * ffn_norm;  x += Wdown (silu(Wgate h) * Wup h)
 // logits = Wout (RMSNorm(x) * output_norm), Wout = token_embd when tied.
 //
-// ReferenceOptions::q8_activations rounds the input of every product with a block-quantized
-// weight matrix the way kernels/ops.h allows MatMul to (per 32-element block: d = amax / 127
-// in f32, q = round-half-even(x * (1 / d)), value q * d), and nothing else. That separates
-// the forward pass's own errors from the activation rounding of the fast kernels: with it,
-// only accumulation order and f16 KV rounding remain between engine and reference.
-//
 // Thread-safety: a ReferenceModel is immutable after Create; each ReferenceSequence is
 // single-threaded.
 #pragma once
@@ -40,19 +34,11 @@ namespace mnemo::testing {
 
 class ReferenceSequence;
 
-struct ReferenceOptions {
-  bool q8_activations = false;  // see above
-  // Round keys and values to f16 (round to nearest even) as they enter the KV cache, as the
-  // engine's f16 KV blocks store them.
-  bool f16_kv = false;
-};
-
 class ReferenceModel {
  public:
   // Dequantizes every weight of `model` into memory of its own (`model` may be closed
   // afterwards). InvalidArgument for a dtype the reference dequantizer cannot read.
-  static absl::StatusOr<std::unique_ptr<ReferenceModel>> Create(const engine::Model& model,
-                                                                const ReferenceOptions& opts = {});
+  static absl::StatusOr<std::unique_ptr<ReferenceModel>> Create(const engine::Model& model);
 
   const engine::ModelConfig& config() const { return config_; }
 
@@ -72,7 +58,6 @@ class ReferenceModel {
     std::vector<float> w;
     int64_t rows = 0;
     int64_t cols = 0;
-    bool round_input = false;  // q8_activations and a block-quantized dtype
   };
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, q_norm, k_norm;
@@ -91,7 +76,6 @@ class ReferenceModel {
   std::vector<Layer> layers_;
   std::vector<double> theta_;  // per rotated pair: angle = position * theta
   double rope_scale_ = 1.0;    // multiplies cos and sin (yarn)
-  bool f16_kv_ = false;
 };
 
 // One sequence: its tokens so far and their keys and values, contiguous per layer.
