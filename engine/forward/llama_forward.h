@@ -60,7 +60,7 @@ struct SeqBatchEntry {
 struct ForwardOptions {
   int threads = 0;  // oneTBB threads for the kernels; 0: every hardware thread
   // Run the scalar reference twins of the ops (kernels/ops.h `<Op>Ref`: single-threaded,
-  // no 8-bit activation rounding, attention softmax in double) instead of the fast ones.
+  // no 16-bit activation rounding, attention softmax in double) instead of the fast ones.
   // Slow; for validating the forward pass itself against an independent implementation.
   bool reference_kernels = false;
 };
