@@ -37,14 +37,14 @@ absl::StatusOr<std::vector<float>> Dequantize(const TensorRef& t) {
   return out;
 }
 
-// x rounded as 8-bit blocks of 32 (ReferenceOptions::q8_activations).
-std::vector<double> RoundQ8(const double* x, int64_t n) {
+// x rounded as 16-bit blocks of 32 (ReferenceOptions::int16_activations).
+std::vector<double> RoundInt16(const double* x, int64_t n) {
   std::vector<double> out(static_cast<size_t>(n));
   for (int64_t b = 0; b < n; b += 32) {
     const int64_t e = std::min(n, b + 32);
     float amax = 0.0f;
     for (int64_t i = b; i < e; ++i) amax = std::max(amax, std::abs(static_cast<float>(x[i])));
-    const float d = amax / 127.0f;
+    const float d = amax / 32767.0f;
     const float inv = d > 0.0f ? 1.0f / d : 0.0f;
     for (int64_t i = b; i < e; ++i) {
       const float q = std::nearbyint(static_cast<float>(x[i]) * inv);  // ties to even
@@ -61,7 +61,7 @@ void ReferenceModel::MatVec(const Matrix& m, const double* x, const std::vector<
                             double* out) {
   std::vector<double> rounded;
   if (m.round_input) {
-    rounded = RoundQ8(x, m.cols);
+    rounded = RoundInt16(x, m.cols);
     x = rounded.data();
   }
   const int64_t rows = m.rows;
@@ -183,7 +183,7 @@ absl::StatusOr<std::unique_ptr<ReferenceModel>> ReferenceModel::Create(
     if (t == nullptr) return absl::NotFoundError(absl::StrCat("reference: no tensor ", name));
     out->rows = t->shape[0];
     out->cols = t->shape[1];
-    out->round_input = opts.q8_activations && kernels::GetDTypeInfo(t->dtype).quantized;
+    out->round_input = opts.int16_activations && kernels::GetDTypeInfo(t->dtype).quantized;
     return vec(name, &out->w);
   };
   absl::Status s = mat("token_embd.weight", &m->embedding_);

@@ -18,8 +18,8 @@
 //   h = RMSNorm(x) * ffn_norm;  x += Wdown (silu(Wgate h) * Wup h)
 // logits = Wout (RMSNorm(x) * output_norm), Wout = token_embd when tied.
 //
-// ReferenceOptions::q8_activations rounds the input of every product with a block-quantized
-// weight matrix the way kernels/ops.h allows MatMul to (per 32-element block: d = amax / 127
+// ReferenceOptions::int16_activations rounds the input of every product with a block-quantized
+// weight matrix the way kernels/ops.h allows MatMul to (per 32-element block: d = amax / 32767
 // in f32, q = round-half-even(x * (1 / d)), value q * d), and nothing else. That separates
 // the forward pass's own errors from the activation rounding of the fast kernels: with it,
 // only accumulation order and f16 KV rounding remain between engine and reference.
@@ -41,7 +41,7 @@ namespace mnemo::testing {
 class ReferenceSequence;
 
 struct ReferenceOptions {
-  bool q8_activations = false;  // see above
+  bool int16_activations = false;  // see above
   // Round keys and values to f16 (round to nearest even) as they enter the KV cache, as the
   // engine's f16 KV blocks store them.
   bool f16_kv = false;
@@ -72,7 +72,7 @@ class ReferenceModel {
     std::vector<float> w;
     int64_t rows = 0;
     int64_t cols = 0;
-    bool round_input = false;  // q8_activations and a block-quantized dtype
+    bool round_input = false;  // int16_activations and a block-quantized dtype
   };
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, q_norm, k_norm;
