@@ -119,11 +119,11 @@ void Rope(const RopeParams& p);
 // ---- matrix products -------------------------------------------------------------------
 // y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n] when bias != nullptr), for m < rows,
 // n < w.rows, k < w.cols. Quantized weights are dequantized on the fly. y must not alias x.
-// The fast version multiplies quantized weights with x quantized to int8 per 32-element
-// block (d = amax / 127, q = round-half-even(x / d)): exact integer block sums, f32 across
+// The fast version multiplies quantized weights with x quantized to int16 per 32-element
+// block (d = amax / 32767, q = round-half-even(x / d)): exact integer block sums, f32 across
 // blocks. Its tolerance against the reference (derived in tests/kernels/matmul_test.cc):
 //   |fast - ref| <= sum_k |w_k| e_k + k 2^-23 sum_k |w_k| (|x_k| + e_k) + 2^-23 (|ref| + |bias|)
-// with e_k = d / 2 of x_k's block for quantized weights, 0 for f32/f16/bf16 weights.
+// with e_k = d (1/2 + 2^-7) of x_k's block for quantized weights, 0 for f32/f16/bf16 weights.
 // Batch invariant: a row's outputs are bit-identical whatever the other rows and threads.
 struct MatMulParams {
   WeightView w;              // [n_out, k]

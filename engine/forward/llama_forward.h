@@ -59,10 +59,10 @@ struct SeqBatchEntry {
 
 struct ForwardOptions {
   int threads = 0;  // oneTBB threads for the kernels; 0: every hardware thread
-  // Run the scalar reference twins of the ops (kernels/ops.h `<Op>Ref`: no 8-bit activation
+  // Run the scalar reference twins of the ops (kernels/ops.h `<Op>Ref`: no 16-bit activation
   // rounding, attention softmax in double; MatMulRef split over output rows across threads)
-  // instead of the fast ones. Slow; for validating the forward pass itself against an
-  // independent implementation.
+  // instead of the fast ones.
+  // Slow; for validating the forward pass itself against an independent implementation.
   bool reference_kernels = false;
   // Multiply with the fused Q|K|V and gate|up copies where the weights allow it
   // (WeightOptions::fuse). The same bits either way; off only to test that.

@@ -2,13 +2,12 @@
 //
 // One step handles one ActGroup (four 32-element blocks) as two units of two blocks: unit u
 // covers blocks 2u, 2u+1 and the group vectors' lanes 8u..8u+7. A decoder turns the
-// weights into the activations' byte order as unsigned bytes (lo = quants 0..15 of both
-// blocks, hi = quants 16..31) with per-lane scales. vpmaddubsw multiplies them with the
-// signed activation quants into int16 pairs (|pair| <= 2 * 63 * 127 for the <= 6-bit
-// formats; Q8_0 uses |w| and sign-transferred activations, <= 2 * 128 * 127: no
-// saturation), vpmaddwd with ones widens to int32 (block 2u + j in lanes 4j..4j+3). Per
-// output, in this order:
-//   dot = madd(lo, x_lo) + madd(hi, x_hi) + bias * nsum         exact int32
+// weights into unsigned bytes (lo = quants 0..15 of both blocks, hi = quants 16..31; Q8_0
+// as q + 128) with per-lane scales; they are widened to int16 in the activations' order
+// (q[v] = quants 8v..8v+7 of both blocks) and vpmaddwd multiplies them with the int16
+// activation quants into int32 pairs (block 2u + j in lanes 4j..4j+3). Per output, in
+// this order:
+//   dot = bias * nsum + madd(q[0], x[0]) + ... + madd(q[3], x[3])   exact int32
 //   acc = fmadd(cvt(dot), w_step * x_d, acc)
 //   acc = fmadd(w_offset, x_dsum, acc)                           (Q4_1, Q4_K, Q5_K)
 // Q6_K scales its two halves separately. y = sum of the 8 lanes in a fixed order (+ bias).
@@ -33,6 +32,7 @@ namespace {
 struct WeightUnit {
   __m256i lo;
   __m256i hi;
+  __m256i q[4];    // lo and hi widened to int16 (Widen)
   __m256 step;     // per-lane weight scale (Q6_K: of quants 0..15)
   __m256 step_hi;  // Q6_K: scale of quants 16..31
   __m256 offset;   // per-lane weight offset
@@ -52,6 +52,16 @@ MNEMO_AVX2_INLINE __m128i Load128(const void* p) {
 // Lanes 0..3 = a, lanes 4..7 = b.
 MNEMO_AVX2_INLINE __m256 Halves(float a, float b) {
   return _mm256_set_m128(_mm_set1_ps(b), _mm_set1_ps(a));
+}
+
+// w.lo and w.hi widened to int16 in the activations' order: within each 16-byte lane,
+// bytes 0..7 then 8..15.
+MNEMO_AVX2_INLINE void Widen(WeightUnit* w) {
+  const __m256i zero = _mm256_setzero_si256();
+  w->q[0] = _mm256_unpacklo_epi8(w->lo, zero);
+  w->q[1] = _mm256_unpackhi_epi8(w->lo, zero);
+  w->q[2] = _mm256_unpacklo_epi8(w->hi, zero);
+  w->q[3] = _mm256_unpackhi_epi8(w->hi, zero);
 }
 
 MNEMO_AVX2_INLINE __m256i LowNibbles(__m256i v) {
@@ -96,22 +106,21 @@ struct LegacySteps {
 };
 
 struct Q8_0Avx2 : LegacySteps<BlockQ8_0> {
-  static constexpr bool kSigned = true;  // signed quants: |w| times sign-transferred x
-  static constexpr int kNsumShift = -1;
+  static constexpr int kNsumShift = 7;  // quants as q + 128
   static constexpr bool kHasOffset = false;
   MNEMO_AVX2_INLINE static WeightUnit Unit(const Step& b, int, int u) {
     const BlockQ8_0& p = b[2 * u];
     const BlockQ8_0& q = b[2 * u + 1];
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
     WeightUnit w;
-    w.lo = _mm256_set_m128i(Load128(q.qs), Load128(p.qs));
-    w.hi = _mm256_set_m128i(Load128(q.qs + 16), Load128(p.qs + 16));
+    w.lo = _mm256_xor_si256(_mm256_set_m128i(Load128(q.qs), Load128(p.qs)), flip);
+    w.hi = _mm256_xor_si256(_mm256_set_m128i(Load128(q.qs + 16), Load128(p.qs + 16)), flip);
     w.step = Halves(_cvtsh_ss(p.d), _cvtsh_ss(q.d));
     return w;
   }
 };
 
 struct Q4_0Avx2 : LegacySteps<BlockQ4_0> {
-  static constexpr bool kSigned = false;
   static constexpr int kNsumShift = 3;  // quants stored as q + 8
   static constexpr bool kHasOffset = false;
   MNEMO_AVX2_INLINE static WeightUnit Unit(const Step& b, int, int u) {
@@ -127,7 +136,6 @@ struct Q4_0Avx2 : LegacySteps<BlockQ4_0> {
 };
 
 struct Q4_1Avx2 : LegacySteps<BlockQ4_1> {
-  static constexpr bool kSigned = false;
   static constexpr int kNsumShift = -1;
   static constexpr bool kHasOffset = true;
   MNEMO_AVX2_INLINE static WeightUnit Unit(const Step& b, int, int u) {
@@ -163,7 +171,6 @@ template <class Block>
 struct KSteps {
   static constexpr int kGroupsPerStep = 2;
   static constexpr bool kLegacy = false;
-  static constexpr bool kSigned = false;
   static constexpr bool kSplitScales = false;
   static constexpr int kNsumShift = -1;
   static constexpr bool kHasOffset = true;
@@ -219,7 +226,6 @@ struct Q5_KAvx2 : KSteps<BlockQ5_K> {
 struct Q6_KAvx2 {
   static constexpr int kGroupsPerStep = 2;
   static constexpr bool kLegacy = false;
-  static constexpr bool kSigned = false;
   static constexpr bool kSplitScales = true;
   static constexpr int kNsumShift = 5;  // quants stored as q + 32
   static constexpr bool kHasOffset = false;
@@ -268,15 +274,10 @@ struct Q6_KAvx2 {
   }
 };
 
-template <class W>
-MNEMO_AVX2_INLINE __m256i Dot(__m256i w, __m256i x) {
-  __m256i pairs;
-  if constexpr (W::kSigned) {
-    pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-  } else {
-    pairs = _mm256_maddubs_epi16(w, x);
-  }
-  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+// dot + the int32 pair sums of w[0] * x[0] and w[1] * x[1] (exact).
+MNEMO_AVX2_INLINE __m256i Dot2(__m256i dot, const __m256i* w, const __m256i* x) {
+  return _mm256_add_epi32(_mm256_add_epi32(dot, _mm256_madd_epi16(w[0], x[0])),
+                          _mm256_madd_epi16(w[1], x[1]));
 }
 
 template <int R, int C, class W>
@@ -285,28 +286,33 @@ MNEMO_AVX2_INLINE void Accumulate(const ActGroup* const* x, int64_t g, int u, co
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const ActGroup& a = x[r][g];
-    const __m256i x_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.qs + 32 * u));
-    const __m256i x_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.qs + 64 + 32 * u));
+    __m256i xv[4];
+    for (int v = 0; v < 4; ++v) {
+      xv[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.qs + 32 * v + 16 * u));
+    }
     const __m256 dx = _mm256_load_ps(a.d + 8 * u);
     const __m256i nsum_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.nsum_lo + 8 * u));
     const __m256i nsum_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(a.nsum_hi + 8 * u));
+    if constexpr (W::kSplitScales) {
+      const __m256i init_lo = _mm256_slli_epi32(nsum_lo, W::kNsumShift);
+      const __m256i init_hi = _mm256_slli_epi32(nsum_hi, W::kNsumShift);
 #pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) {
-      if constexpr (W::kSplitScales) {
-        const __m256i dot_lo =
-            _mm256_add_epi32(Dot<W>(w[c].lo, x_lo), _mm256_slli_epi32(nsum_lo, W::kNsumShift));
-        const __m256i dot_hi =
-            _mm256_add_epi32(Dot<W>(w[c].hi, x_hi), _mm256_slli_epi32(nsum_hi, W::kNsumShift));
+      for (int c = 0; c < C; ++c) {
+        const __m256i dot_lo = Dot2(init_lo, w[c].q, xv);
+        const __m256i dot_hi = Dot2(init_hi, w[c].q + 2, xv + 2);
         acc[r][c] =
             _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_lo), _mm256_mul_ps(w[c].step, dx), acc[r][c]);
         acc[r][c] =
             _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_hi), _mm256_mul_ps(w[c].step_hi, dx), acc[r][c]);
-      } else {
-        __m256i dot = _mm256_add_epi32(Dot<W>(w[c].lo, x_lo), Dot<W>(w[c].hi, x_hi));
-        if constexpr (W::kNsumShift >= 0) {
-          dot = _mm256_add_epi32(
-              dot, _mm256_slli_epi32(_mm256_add_epi32(nsum_lo, nsum_hi), W::kNsumShift));
-        }
+      }
+    } else {
+      __m256i init = _mm256_setzero_si256();
+      if constexpr (W::kNsumShift >= 0) {
+        init = _mm256_slli_epi32(_mm256_add_epi32(nsum_lo, nsum_hi), W::kNsumShift);
+      }
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) {
+        const __m256i dot = Dot2(Dot2(init, w[c].q, xv), w[c].q + 2, xv + 2);
         acc[r][c] =
             _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(w[c].step, dx), acc[r][c]);
         if constexpr (W::kHasOffset) {
@@ -324,7 +330,10 @@ MNEMO_AVX2_INLINE void AccumulateGroup(const ActGroup* const* x, int64_t g,
   for (int u = 0; u < 2; ++u) {
     WeightUnit w[C];
 #pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) w[c] = W::Unit(st[c], h, u);
+    for (int c = 0; c < C; ++c) {
+      w[c] = W::Unit(st[c], h, u);
+      Widen(&w[c]);
+    }
     Accumulate<R, C, W>(x, g, u, w, acc);
   }
 }

@@ -1,11 +1,11 @@
 // AVX-512 VNNI kernels for quantized weights (kernels/cpu/matmul_internal.h).
 //
 // One step handles one ActGroup: 128 elements = four 32-element blocks A..D. A decoder
-// turns a weight row's four blocks into the same byte order as the activations, as
-// unsigned bytes (lo = quants 0..15 of A, B, C, D; hi = quants 16..31), plus per-lane
-// scales (lanes 4j..4j+3 belong to block j). Per output, in this order:
-//   dot = dpbusd(dpbusd(bias * nsum, lo, x_lo), hi, x_hi)     exact int32, block j in
-//                                                              lanes 4j..4j+3
+// turns a weight row's four blocks into unsigned bytes (lo = quants 0..15 of A, B, C, D;
+// hi = quants 16..31) and widens them to int16 in the activations' order (q[0..3]), plus
+// per-lane scales (lanes 4j..4j+3 belong to block j). Per output, in this order:
+//   dot = dpwssd(... dpwssd(bias * nsum, q[0], x[0]) ..., q[3], x[3])
+//                                              exact int32, block j in lanes 4j..4j+3
 //   acc = fmadd(cvt(dot), w_step * x_d, acc)
 //   acc = fmadd(w_offset, x_dsum, acc)                   (Q4_1, Q4_K, Q5_K)
 // Q6_K has separate scales for quants 0..15 and 16..31 of a block, so its two halves are
@@ -37,8 +37,7 @@ namespace mnemo::kernels::internal {
 namespace {
 
 struct WeightGroup {
-  __m512i lo;
-  __m512i hi;
+  __m512i q[4];    // int16 quants, vector v: quants 8v..8v+7 of blocks A..D (ActGroup order)
   __m512 step;     // per-lane weight scale (Q6_K: of quants 0..15)
   __m512 step_hi;  // Q6_K: scale of quants 16..31
   __m512 offset;   // per-lane weight offset (Q4_1 m, K-quants -dmin * m)
@@ -77,6 +76,16 @@ MNEMO_AVX512_INLINE __m512 Scales4(uint16_t a, uint16_t b, uint16_t c, uint16_t 
   const __m128i h = _mm_set_epi16(0, 0, 0, 0, static_cast<int16_t>(d), static_cast<int16_t>(c),
                                   static_cast<int16_t>(b), static_cast<int16_t>(a));
   return Spread4(_mm512_castps128_ps512(_mm_cvtph_ps(h)), 0, 1, 2, 3);
+}
+
+// The weight bytes lo (quants 0..15 of A..D) and hi (16..31) widened to int16 in the
+// activations' order: within each 16-byte lane, bytes 0..7 then 8..15.
+MNEMO_AVX512_INLINE void Widen(__m512i lo, __m512i hi, WeightGroup* w) {
+  const __m512i zero = _mm512_setzero_si512();
+  w->q[0] = _mm512_unpacklo_epi8(lo, zero);
+  w->q[1] = _mm512_unpackhi_epi8(lo, zero);
+  w->q[2] = _mm512_unpacklo_epi8(hi, zero);
+  w->q[3] = _mm512_unpackhi_epi8(hi, zero);
 }
 
 MNEMO_AVX512_INLINE __m512i LowNibbles(__m512i v) {
@@ -128,9 +137,10 @@ struct Q8_0Avx512 : LegacySteps<BlockQ8_0> {
   MNEMO_AVX512_INLINE static WeightGroup Group(const Step& b, int) {
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     WeightGroup w;
-    w.lo = _mm512_xor_si512(Gather4x16(b[0].qs, b[1].qs, b[2].qs, b[3].qs), flip);
-    w.hi =
-        _mm512_xor_si512(Gather4x16(b[0].qs + 16, b[1].qs + 16, b[2].qs + 16, b[3].qs + 16), flip);
+    Widen(
+        _mm512_xor_si512(Gather4x16(b[0].qs, b[1].qs, b[2].qs, b[3].qs), flip),
+        _mm512_xor_si512(Gather4x16(b[0].qs + 16, b[1].qs + 16, b[2].qs + 16, b[3].qs + 16), flip),
+        &w);
     w.step = Scales4(b[0].d, b[1].d, b[2].d, b[3].d);
     return w;
   }
@@ -144,8 +154,7 @@ struct Q4_0Avx512 : LegacySteps<BlockQ4_0> {
     // Quant i < 16 of a block is the low nibble of qs[i], quant 16 + i the high nibble.
     const __m512i nib = Gather4x16(b[0].qs, b[1].qs, b[2].qs, b[3].qs);
     WeightGroup w;
-    w.lo = LowNibbles(nib);
-    w.hi = HighNibbles(nib);
+    Widen(LowNibbles(nib), HighNibbles(nib), &w);
     w.step = Scales4(b[0].d, b[1].d, b[2].d, b[3].d);
     return w;
   }
@@ -166,8 +175,7 @@ struct Q4_1Avx512 : LegacySteps<BlockQ4_1> {
         _mm_set_epi32(ScaleAndMin(b[3]), ScaleAndMin(b[2]), ScaleAndMin(b[1]), ScaleAndMin(b[0]));
     const __m512 f = _mm512_castps256_ps512(_mm256_cvtph_ps(h));  // d0 m0 d1 m1 ...
     WeightGroup w;
-    w.lo = LowNibbles(nib);
-    w.hi = HighNibbles(nib);
+    Widen(LowNibbles(nib), HighNibbles(nib), &w);
     w.step = Spread4(f, 0, 2, 4, 6);
     w.offset = Spread4(f, 1, 3, 5, 7);
     return w;
@@ -216,7 +224,9 @@ struct Q4_KAvx512 {
   }
   MNEMO_AVX512_INLINE static WeightGroup Group(const Step& st, int h) {
     WeightGroup w;
-    KNibbles(st.qs, h, &w.lo, &w.hi);
+    __m512i lo, hi;
+    KNibbles(st.qs, h, &lo, &hi);
+    Widen(lo, hi, &w);
     w.step = Spread4(st.s.step, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3);
     w.offset = Spread4(st.s.offset, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3);
     return w;
@@ -240,7 +250,8 @@ struct Q5_KAvx512 {
   }
   MNEMO_AVX512_INLINE static WeightGroup Group(const Step& st, int h) {
     WeightGroup w;
-    KNibbles(st.qs, h, &w.lo, &w.hi);
+    __m512i lo, hi;
+    KNibbles(st.qs, h, &lo, &hi);
     // The fifth bit of quant l of sub-block j is bit j of qh[l]; the vector's 16-byte
     // lane j holds sub-block 4h + j.
     const auto bit = [](int j) { return static_cast<int32_t>(0x01010101u << j); };
@@ -251,8 +262,9 @@ struct Q5_KAvx512 {
     const __m512i sixteen = _mm512_set1_epi8(16);
     const __m512i qh_lo = _mm512_broadcast_i32x4(Load128(st.qh));
     const __m512i qh_hi = _mm512_broadcast_i32x4(Load128(st.qh + 16));
-    w.lo = _mm512_mask_add_epi8(w.lo, _mm512_test_epi8_mask(qh_lo, bits), w.lo, sixteen);
-    w.hi = _mm512_mask_add_epi8(w.hi, _mm512_test_epi8_mask(qh_hi, bits), w.hi, sixteen);
+    lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(qh_lo, bits), lo, sixteen);
+    hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(qh_hi, bits), hi, sixteen);
+    Widen(lo, hi, &w);
     w.step = Spread4(st.s.step, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3);
     w.offset = Spread4(st.s.offset, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3);
     return w;
@@ -294,8 +306,7 @@ struct Q6_KAvx512 {
     hi = _mm512_or_si512(
         hi, _mm512_and_si512(_mm512_slli_epi16(_mm512_srlv_epi16(qh_hi, shifts), 4), mask));
     WeightGroup w;
-    w.lo = lo;
-    w.hi = hi;
+    Widen(lo, hi, &w);
     // Quants 0..15 of k use scale 8h + 2k, quants 16..31 scale 8h + 2k + 1.
     w.step = Spread4(st.scales, 8 * h, 8 * h + 2, 8 * h + 4, 8 * h + 6);
     w.step_hi = Spread4(st.scales, 8 * h + 1, 8 * h + 3, 8 * h + 5, 8 * h + 7);
@@ -305,22 +316,27 @@ struct Q6_KAvx512 {
 
 // ---- the tile --------------------------------------------------------------------------
 
+// dot + sum over v of the int16 pairs of w.q[v] * x[v], lane by lane (exact).
+MNEMO_AVX512_INLINE __m512i Dot2(__m512i dot, const __m512i* w, const __m512i* x) {
+  return _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(dot, w[0], x[0]), w[1], x[1]);
+}
+
 template <int R, int C, class W>
 MNEMO_AVX512_INLINE void Accumulate(const ActGroup* const* x, int64_t g, const WeightGroup* w,
                                     __m512 (&acc)[R][C]) {
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const ActGroup& a = x[r][g];
-    const __m512i x_lo = _mm512_load_si512(a.qs);
-    const __m512i x_hi = _mm512_load_si512(a.qs + 64);
+    __m512i xv[4];
+    for (int v = 0; v < 4; ++v) xv[v] = _mm512_load_si512(a.qs + 32 * v);
     const __m512 dx = _mm512_load_ps(a.d);
     if constexpr (W::kSplitScales) {
       const __m512i init_lo = _mm512_slli_epi32(_mm512_load_si512(a.nsum_lo), W::kNsumShift);
       const __m512i init_hi = _mm512_slli_epi32(_mm512_load_si512(a.nsum_hi), W::kNsumShift);
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
-        const __m512i dot_lo = _mm512_dpbusd_epi32(init_lo, w[c].lo, x_lo);
-        const __m512i dot_hi = _mm512_dpbusd_epi32(init_hi, w[c].hi, x_hi);
+        const __m512i dot_lo = Dot2(init_lo, w[c].q, xv);
+        const __m512i dot_hi = Dot2(init_hi, w[c].q + 2, xv + 2);
         acc[r][c] =
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot_lo), _mm512_mul_ps(w[c].step, dx), acc[r][c]);
         acc[r][c] =
@@ -335,8 +351,7 @@ MNEMO_AVX512_INLINE void Accumulate(const ActGroup* const* x, int64_t g, const W
       }
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
-        const __m512i dot =
-            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, w[c].lo, x_lo), w[c].hi, x_hi);
+        const __m512i dot = Dot2(Dot2(init, w[c].q, xv), w[c].q + 2, xv + 2);
         acc[r][c] =
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w[c].step, dx), acc[r][c]);
         if constexpr (W::kHasOffset) {

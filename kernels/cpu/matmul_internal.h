@@ -1,26 +1,28 @@
 // Internals of the fast CPU MatMul (kernels/cpu/matmul*.cc): the quantized activation
 // layout, the job description handed to the per-ISA kernels, and their entry points.
 //
-// Quantized weights are multiplied with 8-bit activations: each row of x is cut into
-// 32-element blocks, block b gets d_b = amax_b / 127 and q = round-half-even(x * (1 / d_b)),
+// Quantized weights are multiplied with 16-bit activations: each row of x is cut into
+// 32-element blocks, block b gets d_b = amax_b / 32767 and q = round-half-even(x * (1 / d_b)),
 // so every block product is an exact integer sum and only the per-block scaling is in f32.
-// Four consecutive blocks A, B, C, D (128 elements) form an ActGroup, laid out so that one
-// 64-byte vector holds the first 16 quants of each block and another the last 16:
+// Four consecutive blocks A, B, C, D (128 elements) form an ActGroup, laid out so that each
+// 64-byte vector v (v = 0..3) holds quants 8v..8v+7 of every block:
 //
-//   qs       [128] int8   | A0..15 | B0..15 | C0..15 | D0..15 | A16..31 | ... | D16..31 |
+//   qs       [128] int16  | A0..7 | B0..7 | C0..7 | D0..7 | A8..15 | ... | D24..31 |
 //   nsum_lo  [16]  int32  lane 4j: minus the sum of block j's quants 0..15; 0 elsewhere
 //   nsum_hi  [16]  int32  lane 4j: minus the sum of block j's quants 16..31
 //   d        [16]  f32    lanes 4j..4j+3: d of block j
 //   dsum     [16]  f32    lane 4j: d_j * (sum of block j's quants); 0 elsewhere
 //
-// An 8-bit dot product (vpdpbusd) of the weight bytes arranged the same way puts block j's
-// partial sums in int32 lanes 4j..4j+3, so per-block scales are per-lane vectors. Weights
-// stored as q + bias (Q8_0 as q + 128, Q4_0 as q + 8, Q6_K as q + 32) start the lanes at
-// bias * nsum, which removes bias * sum(x quants) exactly; a weight block's offset (Q4_1 m,
-// K-quant -dmin * m) multiplies dsum. Blocks past the end of a row are all zero and add
-// exactly nothing. Fast kernels parallelise over output columns only; each (m, n) output
-// is one function of row m of x and row n of w, whatever the tile it falls in (the tiled
-// kernels run the same instruction sequence on every accumulator).
+// A 16-bit dot product (vpdpwssd / vpmaddwd) of the weight quants widened to int16 and
+// arranged the same way puts block j's partial sums in int32 lanes 4j..4j+3, so per-block
+// scales are per-lane vectors. Block sums cannot overflow: |q_x| <= 32767 and the widened
+// weights are at most 255 (32 * 255 * 32767 < 2^28). Weights stored as q + bias (Q8_0 as
+// q + 128, Q4_0 as q + 8, Q6_K as q + 32) start the lanes at bias * nsum, which removes
+// bias * sum(x quants) exactly; a weight block's offset (Q4_1 m, K-quant -dmin * m)
+// multiplies dsum. Blocks past the end of a row are all zero and add exactly nothing. Fast
+// kernels parallelise over output columns only; each (m, n) output is one function of row
+// m of x and row n of w, whatever the tile it falls in (the tiled kernels run the same
+// instruction sequence on every accumulator).
 #pragma once
 
 #include <cstdint>
@@ -32,21 +34,22 @@
 namespace mnemo::kernels::internal {
 
 struct alignas(64) ActGroup {
-  int8_t qs[128];
+  int16_t qs[128];
   int32_t nsum_lo[16];
   int32_t nsum_hi[16];
   float d[16];
   float dsum[16];
 };
-static_assert(sizeof(ActGroup) == 384);
+static_assert(sizeof(ActGroup) == 512);
 
 inline constexpr int kActGroupElems = 128;
 inline constexpr int kActGroupBlocks = 4;
 
 // Quant i (0..31) of block j (0..3) of a group.
-inline int8_t ActQuant(const ActGroup& g, int j, int i) {
-  return g.qs[(i < 16 ? 0 : 64) + 16 * j + (i % 16)];
-}
+inline int ActQuant(const ActGroup& g, int j, int i) { return g.qs[32 * (i / 8) + 8 * j + i % 8]; }
+
+// The largest activation quant magnitude.
+inline constexpr float kActQuantMax = 32767.0f;
 
 // Groups per quantized activation row of k elements (k a multiple of 32).
 inline int64_t ActGroupsPerRow(int64_t k) { return (k + kActGroupElems - 1) / kActGroupElems; }

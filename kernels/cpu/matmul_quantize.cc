@@ -1,6 +1,6 @@
 // Activation quantization for the quantized-weight MatMul kernels: one row of floats to
 // ActGroups (layout in kernels/cpu/matmul_internal.h), with portable, AVX2 and AVX-512
-// versions that give the same bits: the block max is exact in any order, d = amax / 127 and
+// versions that give the same bits: the block max is exact in any order, d = amax / 32767 and
 // 1 / d are single IEEE operations, and every quant is round-half-even(x * (1 / d)) (the
 // SIMD conversion in the default rounding mode, the 1.5 * 2^23 trick in scalar code).
 #include <algorithm>
@@ -23,7 +23,7 @@ inline float RoundHalfEven(float v) {
   return (v + kMagic) - kMagic;
 }
 
-inline float BlockScale(float amax) { return amax / 127.0f; }
+inline float BlockScale(float amax) { return amax / kActQuantMax; }
 inline float InverseScale(float d) { return d != 0.0f ? 1.0f / d : 0.0f; }
 
 // The per-lane fields of block j of a group, from its scale and quant sums. Always
@@ -41,8 +41,7 @@ inline __attribute__((always_inline)) void FinishBlock(ActGroup& grp, int j, flo
 }
 
 inline __attribute__((always_inline)) void ZeroBlock(ActGroup& grp, int j) {
-  std::fill(grp.qs + 16 * j, grp.qs + 16 * j + 16, int8_t{0});
-  std::fill(grp.qs + 64 + 16 * j, grp.qs + 64 + 16 * j + 16, int8_t{0});
+  for (int v = 0; v < 4; ++v) std::fill(grp.qs + 32 * v + 8 * j, grp.qs + 32 * v + 8 * j + 8, 0);
   FinishBlock(grp, j, 0.0f, 0, 0);
 }
 
@@ -53,10 +52,10 @@ void QuantizeBlockScalar(const float* x, ActGroup& grp, int j) {
   const float id = InverseScale(d);
   int32_t sum[2] = {0, 0};
   for (int i = 0; i < 32; ++i) {
-    // |x * id| <= 127 up to rounding; the clamp only guards non-finite input.
-    const float v = std::clamp(RoundHalfEven(x[i] * id), -127.0f, 127.0f);
-    const int8_t q = static_cast<int8_t>(v);
-    grp.qs[(i < 16 ? 0 : 64) + 16 * j + i % 16] = q;
+    // |x * id| <= 32767 up to rounding; the clamp only guards non-finite input.
+    const float v = std::clamp(RoundHalfEven(x[i] * id), -kActQuantMax, kActQuantMax);
+    const int16_t q = static_cast<int16_t>(v);
+    grp.qs[32 * (i / 8) + 8 * j + i % 8] = q;
     sum[i / 16] += q;
   }
   FinishBlock(grp, j, d, sum[0], sum[1]);
@@ -66,6 +65,11 @@ void QuantizeBlockScalar(const float* x, ActGroup& grp, int j) {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+// Quants 8v..8v+7 of block j. A plain 128-bit store (VEX/EVEX-encoded wherever inlined).
+inline __attribute__((always_inline)) void Store8(ActGroup& grp, int v, int j, __m128i q) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(grp.qs + 32 * v + 8 * j), q);
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __attribute__((always_inline)) void
 QuantizeBlockAvx512(const float* x, ActGroup& grp, int j) {
   const __m512 a = _mm512_loadu_ps(x);
@@ -73,14 +77,18 @@ QuantizeBlockAvx512(const float* x, ActGroup& grp, int j) {
   const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
   const float d = BlockScale(amax);
   const __m512 id = _mm512_set1_ps(InverseScale(d));
-  const __m512 lim = _mm512_set1_ps(127.0f);
-  const __m512 neg_lim = _mm512_set1_ps(-127.0f);
+  const __m512 lim = _mm512_set1_ps(kActQuantMax);
+  const __m512 neg_lim = _mm512_set1_ps(-kActQuantMax);
   const __m512i qa =
       _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(a, id), neg_lim), lim));
   const __m512i qb =
       _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(b, id), neg_lim), lim));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(grp.qs + 16 * j), _mm512_cvtsepi32_epi8(qa));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(grp.qs + 64 + 16 * j), _mm512_cvtsepi32_epi8(qb));
+  const __m256i ha = _mm512_cvtsepi32_epi16(qa);
+  const __m256i hb = _mm512_cvtsepi32_epi16(qb);
+  Store8(grp, 0, j, _mm256_castsi256_si128(ha));
+  Store8(grp, 1, j, _mm256_extracti128_si256(ha, 1));
+  Store8(grp, 2, j, _mm256_castsi256_si128(hb));
+  Store8(grp, 3, j, _mm256_extracti128_si256(hb, 1));
   FinishBlock(grp, j, d, _mm512_reduce_add_epi32(qa), _mm512_reduce_add_epi32(qb));
 }
 
@@ -122,20 +130,20 @@ __attribute__((target("avx2,fma"))) inline __attribute__((always_inline)) void Q
   h = _mm_max_ss(h, _mm_movehdup_ps(h));
   const float d = BlockScale(_mm_cvtss_f32(h));
   const __m256 id = _mm256_set1_ps(InverseScale(d));
-  const __m256 lim = _mm256_set1_ps(127.0f);
-  const __m256 neg_lim = _mm256_set1_ps(-127.0f);
+  const __m256 lim = _mm256_set1_ps(kActQuantMax);
+  const __m256 neg_lim = _mm256_set1_ps(-kActQuantMax);
   __m256i q[4];
   for (int i = 0; i < 4; ++i) {
     q[i] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[i], id), neg_lim), lim));
   }
-  // packs interleave 128-bit lanes: dword order q0[0..3] q1[0..3] q2[0..3] q3[0..3]
-  // q0[4..7] ...; the permutation restores element order.
-  const __m256i b =
-      _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-  const __m256i bytes = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(grp.qs + 16 * j), _mm256_castsi256_si128(bytes));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(grp.qs + 64 + 16 * j),
-                   _mm256_extracti128_si256(bytes, 1));
+  // packs interleave 128-bit lanes: q0[0..3] q1[0..3] q0[4..7] q1[4..7]; the 64-bit
+  // permutation restores element order.
+  for (int p = 0; p < 2; ++p) {
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2 * p], q[2 * p + 1]),
+                                               _MM_SHUFFLE(3, 1, 2, 0));
+    Store8(grp, 2 * p, j, _mm256_castsi256_si128(w));
+    Store8(grp, 2 * p + 1, j, _mm256_extracti128_si256(w, 1));
+  }
   FinishBlock(grp, j, d, HorizontalSum(_mm256_add_epi32(q[0], q[1])),
               HorizontalSum(_mm256_add_epi32(q[2], q[3])));
 }

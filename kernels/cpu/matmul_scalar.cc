@@ -102,8 +102,9 @@ void QuantizedColumns(const MatMulJob& job, int64_t n_begin, int64_t n_end) {
         const ActGroup& g = xg[b / kActGroupBlocks];
         const int j = static_cast<int>(b % kActGroupBlocks);
         const int32_t* qw = row.q.data() + 32 * b;
-        int32_t isum = 0;
-        for (int i = 0; i < 32; ++i) isum += qw[i] * ActQuant(g, j, i);
+        // int64: Q6_K's folded quants reach 32 * 128, times 32 quants of up to 32767.
+        int64_t isum = 0;
+        for (int i = 0; i < 32; ++i) isum += int64_t{qw[i]} * ActQuant(g, j, i);
         const float scale = row.dw[b] * g.d[4 * j];
         acc += scale * static_cast<float>(isum);
         acc += row.mw[b] * g.dsum[4 * j];

@@ -142,7 +142,7 @@ std::string CaseName(const ModelCase& c) {
 }
 
 // The tolerance of the engine vs the f64 reference: f16 KV rounding (2^-11 relative) for
-// every model, plus the 8-bit activation rounding of quantized matrix products.
+// every model, plus the int16 activation rounding of quantized matrix products.
 double Tolerance(DType t) { return kernels::GetDTypeInfo(t).quantized ? 3e-2 : 5e-3; }
 
 class ForwardVsReference : public ::testing::TestWithParam<ModelCase> {};
@@ -173,7 +173,7 @@ TEST_P(ForwardVsReference, LogitsAndGreedyMatch) {
   EXPECT_LT(err, Tolerance(mc.dtype));
 
   // Greedy, 64 tokens on two prompts. Float weights: token for token. Quantized weights: the
-  // fast kernels' 8-bit activation rounding perturbs logits by up to the tolerance, and
+  // fast kernels' int16 activation rounding perturbs logits by up to the tolerance, and
   // random models have many near-ties, so each engine token must be the reference's argmax
   // up to that tolerance given the same history (teacher forcing).
   const bool quantized = kernels::GetDTypeInfo(mc.dtype).quantized;
@@ -257,9 +257,12 @@ size_t CommonPrefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b
   return n;
 }
 
-// SmolLM2-135M-Instruct (Q4_1 matrices, Q8_0 tied embedding, 30 layers, GQA 9/3). With the
-// reference kernels (no 8-bit activation rounding) the engine must agree with the float64
-// reference token for token.
+// SmolLM2-135M-Instruct (Q4_1 matrices, Q8_0 tied embedding, 30 layers, GQA 9/3).
+//
+// With the reference kernels (no activation rounding) and with the fast ones (inputs of
+// quantized products rounded to int16 blocks, kernels/ops.h) the engine must agree with the
+// float64 reference token for token. (8-bit blocks moved SmolLM2's logits by a few percent,
+// its activations having outlier channels that coarsen their blocks, and broke near-ties.)
 struct SmolLm2 {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tok;
@@ -305,10 +308,8 @@ TEST(ForwardRealModel, SmolLm2ReferenceKernelsMatchFloat64) {
   EXPECT_LT(worst, 5e-3);
 }
 
-// The fast MatMul rounds the inputs of quantized products to 8-bit blocks (kernels/ops.h),
-// which moves SmolLM2's logits by a few percent of their range: bounded here, and the greedy
-// agreement with the float64 reference is reported.
-TEST(ForwardRealModel, SmolLm2FastKernelsNearFloat64) {
+// The fast kernels: the same 64 greedy tokens as float64 and logits within 5e-3.
+TEST(ForwardRealModel, SmolLm2FastKernelsMatchFloat64) {
   MNEMO_REQUIRE_FILE(testing::SmolLm2GgufPath());
   SmolLm2 m = OpenSmolLm2();
   ASSERT_NE(m.ref, nullptr);
@@ -318,16 +319,19 @@ TEST(ForwardRealModel, SmolLm2FastKernelsNearFloat64) {
   for (const char* prompt : kSmolLm2Prompts) {
     const std::vector<TokenId> ids = m.tok->Encode(prompt, {});
     std::vector<std::vector<double>> want_logits;
-    const std::vector<TokenId> want = m.ref->Greedy(ids, 8, &want_logits);
-    std::vector<TokenId> all = ids;
-    all.insert(all.end(), want.begin(), want.end() - 1);
-    worst = std::max(worst, MaxRelativeError(fast->AllLogits(all, 512), want_logits));
-    const std::vector<TokenId> got = fast->Greedy(ids, 8);
-    std::printf("[ SmolLM2 fast kernels: first %zu/8 greedy tokens as float64: '%s' ]\n",
+    const std::vector<TokenId> want = m.ref->Greedy(ids, 64, &want_logits);
+    const std::vector<TokenId> got = fast->Greedy(ids, 64);
+    std::printf("[ SmolLM2 fast kernels: greedy agrees with float64 for %zu/64 tokens: '%s' ]\n",
                 CommonPrefix(got, want), prompt);
+    EXPECT_EQ(got, want) << prompt << "\nengine:    " << m.tok->Decode(got)
+                         << "\nreference: " << m.tok->Decode(want);
+    std::vector<TokenId> head = ids;
+    head.insert(head.end(), want.begin(), want.begin() + 8);
+    want_logits.resize(head.size());
+    worst = std::max(worst, MaxRelativeError(fast->AllLogits(head, 512), want_logits));
   }
   std::printf("[ max relative logit error SmolLM2 (fast kernels) %.3g ]\n", worst);
-  EXPECT_LT(worst, 0.1);
+  EXPECT_LT(worst, 5e-3);
 }
 
 // ---- invariances ----------------------------------------------------------------------
