@@ -11,7 +11,8 @@
 //
 // Usage: mnemo_e2e_bench [--model=PATH] [--threads=N] [Google Benchmark flags]
 // (default model: models/SmolLM2-135M-Instruct.Q4_1.gguf or $MNEMO_SMOLLM2_GGUF; threads:
-// every hardware thread). A summary with the fractions is printed at the end.
+// every hardware thread). Each benchmark runs 3 times (--benchmark_repetitions=N to change);
+// a summary with the fractions of the best runs is printed at the end.
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 #include <oneapi/tbb/blocked_range.h>
@@ -28,6 +29,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cache/block_pool.h"
@@ -309,7 +311,9 @@ void BM_Engine_Prefill(benchmark::State& state) {
       benchmark::Counter(2.0 * Results().params * tokens_done, benchmark::Counter::kIsRate);
 }
 
-// Collects the rates the summary needs as each benchmark finishes.
+// Collects the rates the summary needs as each benchmark finishes: the best repetition of
+// each (on a shared machine the best run is the closest to what the hardware allows, for
+// the ceilings and for the engine alike).
 class Reporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -329,11 +333,11 @@ class Reporter : public benchmark::ConsoleReporter {
         m.gemm_shape = name.substr(std::strlen("BM_Ceiling_Sgemm/"));
         m.gemm_shape = m.gemm_shape.substr(0, m.gemm_shape.find("/min_time"));
       } else if (name.starts_with("BM_Engine_Decode/1/")) {
-        m.decode1_tokens_per_s = counter("tokens");
+        m.decode1_tokens_per_s = std::max(m.decode1_tokens_per_s, counter("tokens"));
       } else if (name.starts_with("BM_Engine_Decode/16/")) {
-        m.decode16_tokens_per_s = counter("tokens");
+        m.decode16_tokens_per_s = std::max(m.decode16_tokens_per_s, counter("tokens"));
       } else if (name.starts_with("BM_Engine_Prefill/")) {
-        m.prefill_tokens_per_s = counter("tokens");
+        m.prefill_tokens_per_s = std::max(m.prefill_tokens_per_s, counter("tokens"));
       }
     }
   }
@@ -424,6 +428,13 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime()
       ->MinTime(3.0);
+  // Three repetitions unless told otherwise (the summary takes the best of them).
+  std::string reps = "--benchmark_repetitions=3";
+  if (std::none_of(rest.begin(), rest.end(), [](const char* a) {
+        return std::string_view(a).starts_with("--benchmark_repetitions");
+      })) {
+    rest.push_back(reps.data());
+  }
   int n = static_cast<int>(rest.size());
   benchmark::Initialize(&n, rest.data());
   Reporter reporter;
