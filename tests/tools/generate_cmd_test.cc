@@ -148,6 +148,12 @@ TEST(MnemoGenerate, SmolLm2AnswersInEnglish) {
                               "--temperature", "0", "--max-tokens", "8"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("Paris"));
+  CommandResult chat =
+      Generate({testing::SmolLm2GgufPath(), "--prompt", "What is the capital of France?", "--chat",
+                "--temperature", "0", "--max-tokens", "16"});
+  ASSERT_EQ(chat.exit_code, 0) << chat.err;
+  EXPECT_EQ(chat.out, "The capital of France is Paris.\n");
+  EXPECT_THAT(chat.err, HasSubstr("(stop)"));
 }
 
 }  // namespace
