@@ -162,8 +162,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Create(const Model& 
     matrix(p + "ffn_up.weight", &L.ffn_up);
     matrix(p + "ffn_down.weight", &L.ffn_down);
     if (!status.ok()) return status;
-    if (opts.fuse && L.attn_q.dtype == L.attn_k.dtype &&
-        L.attn_q.dtype == L.attn_v.dtype) {
+    if (opts.fuse && L.attn_q.dtype == L.attn_k.dtype && L.attn_q.dtype == L.attn_v.dtype) {
       L.attn_qkv = w->Concatenate({L.attn_q, L.attn_k, L.attn_v});
       if (c.qkv_bias) {
         L.qkv_bias = w->ConcatenateVectors(
