@@ -8,6 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash tools/setup.sh
+bash tools/check-format.sh
 bash tools/fetch-model.sh
 bash tools/build.sh -DMNEMO_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 BUILD="${MNEMO_BUILD_DIR:-$ROOT/build}"

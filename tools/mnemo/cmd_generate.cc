@@ -166,7 +166,7 @@ int RunGenerate(const std::vector<std::string>& args) {
   } else {
     std::printf("\n");
   }
-  std::fflush(stdout);  // the text (or JSON) before the speeds on stderr
+  std::fflush(stdout);  // the text ends before the timings line on a shared terminal
   std::fprintf(stderr,
                "mnemo generate: prompt %lld tokens, %.1f tokens/s; generation %lld tokens, "
                "%.1f tokens/s (%s)\n",
