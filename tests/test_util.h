@@ -20,6 +20,13 @@ std::string MakeTempDir();
 
 bool FileExists(const std::string& path);
 
+// The whole file's bytes ("" if it cannot be read).
+std::string ReadFile(const std::string& path);
+
+// Bytes from lower- or upper-case hex digits ("e697a5" -> "日"); golden files store texts
+// hex-encoded so that invalid UTF-8 survives JSON.
+std::string FromHex(const std::string& hex);
+
 // The `mnemo` binary of this build.
 std::string MnemoBinary();
 

@@ -21,20 +21,13 @@ namespace {
 
 using nlohmann::json;
 
-std::string FromHex(const std::string& hex) {
-  std::string out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  }
-  return out;
-}
+using testing::FromHex;
 
 const json& Goldens() {
   static const json* goldens = [] {
-    std::ifstream in(testing::TestDataPath("pretokenizer_goldens.json"));
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return new json(json::parse(ss.str(), nullptr, /*allow_exceptions=*/false));
+    return new json(
+        json::parse(testing::ReadFile(testing::TestDataPath("pretokenizer_goldens.json")), nullptr,
+                    /*allow_exceptions=*/false));
   }();
   return *goldens;
 }
