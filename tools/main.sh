@@ -11,3 +11,7 @@ bash tools/build.sh
 bash tools/fetch-model.sh
 BUILD="${MNEMO_BUILD_DIR:-$ROOT/build}"
 "$BUILD/mnemo" inspect models/SmolLM2-135M-Instruct.Q4_1.gguf
+echo
+echo "== mnemo generate (greedy, chat template) =="
+"$BUILD/mnemo" generate models/SmolLM2-135M-Instruct.Q4_1.gguf --chat --temperature 0 \
+  --max-tokens 64 --prompt "What is the capital of France? Answer in one sentence."
