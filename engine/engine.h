@@ -83,6 +83,11 @@ struct TurnParams {
   // Continue on a session that has a turn in flight: wait for it (true) or fail with
   // FailedPrecondition (false).
   bool wait_if_busy = true;
+  // Sessions only. A session samples every turn from one RNG stream (seeded by
+  // SessionParams::seed, saved after each turn), so a conversation replays exactly; with
+  // reseed the turn starts from sampling.seed instead. Stateless requests always use
+  // sampling.seed.
+  bool reseed = false;
 };
 
 struct SessionParams {
@@ -91,6 +96,7 @@ struct SessionParams {
   std::string system_prompt;
   std::string metadata;               // opaque client blob, kept with the session
   std::optional<absl::Duration> ttl;  // nullopt: EngineOptions::default_ttl
+  uint64_t seed = 0;                  // seeds the session's sampling RNG
 };
 
 struct Usage {

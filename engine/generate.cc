@@ -20,6 +20,14 @@ double SecondsSince(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+ChatTemplate ModelChatTemplate(const Tokenizer& tokenizer) {
+  const TokenizerData& td = tokenizer.data();
+  auto special_text = [&](TokenId id) {
+    return id == kNoToken ? std::string() : tokenizer.TokenBytes(id, /*render_special=*/true);
+  };
+  return ChatTemplate::Detect(td.chat_template, special_text(td.bos), special_text(td.eos));
+}
+
 double GenerateTimings::prompt_tokens_per_second() const {
   return prompt_seconds > 0 ? static_cast<double>(prompt_tokens) / prompt_seconds : 0.0;
 }
@@ -85,15 +93,10 @@ absl::StatusOr<std::vector<TokenId>> Generator::PromptIds(const GenerateRequest&
   if (!request.prompt_ids.empty()) return request.prompt_ids;
   if (request.prompt.empty()) return absl::InvalidArgumentError("empty prompt");
   if (!request.chat) return tokenizer_->Encode(request.prompt, {});
-  const TokenizerData& td = tokenizer_->data();
-  auto special_text = [&](TokenId id) {
-    return id == kNoToken ? std::string() : tokenizer_->TokenBytes(id, /*render_special=*/true);
-  };
-  const ChatTemplate tmpl =
-      ChatTemplate::Detect(td.chat_template, special_text(td.bos), special_text(td.eos));
+  const ChatTemplate tmpl = ModelChatTemplate(*tokenizer_);
   if (tmpl.family() == ChatTemplateFamily::kUnknown) {
     return absl::InvalidArgumentError(
-        td.chat_template.empty() ? "--chat: the model has no chat template"
+        tokenizer_->data().chat_template.empty() ? "--chat: the model has no chat template"
                                  : "--chat: the model's chat template is not one mnemo renders");
   }
   const ChatMessage message{.role = "user", .content = request.prompt};

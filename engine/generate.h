@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/forward/llama_forward.h"
+#include "engine/model/chat_template.h"
 #include "engine/model/model.h"
 #include "engine/model/tokenizer.h"
 #include "engine/sampling.h"
@@ -76,6 +77,10 @@ struct GenerateResult {
   // For GenerateBatch, the timings of the whole batch (every result carries the same).
   GenerateTimings timings;
 };
+
+// The chat template of the model `tokenizer` belongs to (Detect over its data's template
+// source, with its BOS/EOS texts); kUnknown when it has none mnemo renders.
+ChatTemplate ModelChatTemplate(const Tokenizer& tokenizer);
 
 // Called with each piece of text as it becomes safe to emit: (request index, text).
 using TextCallback = std::function<void(size_t, std::string_view)>;
