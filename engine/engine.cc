@@ -172,6 +172,7 @@ struct Engine::Impl {
   std::condition_variable cv;
   std::deque<absl::AnyInvocable<void()>> commands;
   bool stopping = false;
+  bool paused = false;
   std::thread loop;
 
   // Owned by the loop thread.
@@ -186,6 +187,7 @@ struct Engine::Impl {
   std::vector<KvSequence> pinned;                   // published prefixes
   absl::flat_hash_map<std::string, double> tenant_served;  // tokens computed per tenant
   uint64_t next_arrival = 0;
+  int64_t admissions = 0;
   std::vector<float> logits;
   EngineStats stats;
 
@@ -311,19 +313,21 @@ void Engine::Impl::Loop() {
   for (;;) {
     std::deque<absl::AnyInvocable<void()>> todo;
     bool stop = false;
+    bool pause = false;
     {
       std::unique_lock<std::mutex> lock(mu);
-      if (commands.empty() && !stopping && !HasWork()) {
+      if (commands.empty() && !stopping && (paused || !HasWork())) {
         // Idle: wake for commands, or once a second to expire sessions.
         cv.wait_for(lock, std::chrono::seconds(1));
       }
       todo.swap(commands);
       stop = stopping;
+      pause = paused;
     }
     for (auto& c : todo) c();
     if (stop) break;
     ExpireNow();
-    if (HasWork()) Step();
+    if (HasWork() && !pause) Step();
   }
   Shutdown();
   // Commands that arrived while shutting down still get their answer.
@@ -651,6 +655,7 @@ bool Engine::Impl::Admit(Seq& seq) {
   if (!seq.admitted_once) {  // a preempted sequence's recomputation is not counted again
     seq.admitted_once = true;
     seq.result.usage.cached_tokens = reused;
+    seq.result.admission = admissions++;
     seq.result.queue_seconds = Seconds(Clock::now() - seq.submitted);
     stats.tokens_cached += reused;
   }
@@ -1136,6 +1141,27 @@ absl::Status Engine::DeleteSession(std::string_view tenant, std::string_view ses
 int64_t Engine::ExpireSessions() {
   Impl& m = *impl_;
   return m.Call([&]() { return m.ExpireNow(); });
+}
+
+void Engine::Pause() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->paused = true;
+}
+
+void Engine::Resume() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->paused = false;
+  impl_->cv.notify_one();
+}
+
+absl::StatusOr<std::vector<TokenId>> Engine::SessionTokens(std::string_view tenant,
+                                                           std::string_view session_id) {
+  Impl& m = *impl_;
+  return m.Call([&]() -> absl::StatusOr<std::vector<TokenId>> {
+    auto s = m.FindSession(tenant, session_id);
+    if (!s.ok()) return s.status();
+    return (*s)->kv.tokens;
+  });
 }
 
 EngineStats Engine::Stats() {

@@ -122,6 +122,7 @@ struct TurnResult {
   std::vector<float> logprobs;
   std::vector<std::vector<TokenLogprob>> top_logprobs;
   int64_t turn = -1;              // the session turn this created (-1: stateless)
+  int64_t admission = -1;         // the engine's count of admissions when this was admitted
   double queue_seconds = 0.0;     // submission to admission
   double ttft_seconds = 0.0;      // submission to the first sampled token
   double total_seconds = 0.0;     // submission to the end
@@ -208,6 +209,9 @@ class Engine {
   absl::Status SetMetadata(std::string_view tenant, std::string_view session_id,
                            std::string metadata);
   absl::StatusOr<SessionInfo> GetSession(std::string_view tenant, std::string_view session_id);
+  // The session's token history (tests, debugging, export).
+  absl::StatusOr<std::vector<TokenId>> SessionTokens(std::string_view tenant,
+                                                     std::string_view session_id);
   std::vector<SessionInfo> ListSessions(std::string_view tenant);
   // Deletes the session and frees its blocks; a turn in flight ends with NotFound.
   absl::Status DeleteSession(std::string_view tenant, std::string_view session_id);
@@ -224,6 +228,11 @@ class Engine {
   // blocks only).
   absl::StatusOr<int64_t> PublishPrefix(std::span<const ChatMessage> messages,
                                         std::span<const TokenId> tokens = {});
+
+  // While paused the loop answers calls but runs no step: requests queue up (for draining,
+  // and for tests that need many requests waiting at once).
+  void Pause();
+  void Resume();
 
   EngineStats Stats();
   // Runs on the loop: every session's and sequence's invariants and the pool's refcounts
