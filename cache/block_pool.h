@@ -58,9 +58,9 @@ struct BlockPoolOptions {
 };
 
 struct BlockPoolStats {
-  int64_t acquire_hits = 0;    // Acquire calls that found their hash
-  int64_t acquire_misses = 0;  // ... and that did not
-  int64_t evictions = 0;       // cached slots reused by Allocate
+  int64_t acquire_hits = 0;       // Acquire calls that found their hash
+  int64_t acquire_misses = 0;     // ... and that did not
+  int64_t evictions = 0;          // cached slots reused by Allocate
   int64_t publish_conflicts = 0;  // Publish refused: the hash was already taken
 };
 

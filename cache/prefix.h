@@ -26,8 +26,8 @@ struct PrefixNamespace {
 // (one reference each), as long as they are found and cover at most max_tokens tokens in
 // all. Returns the tokens the table now holds.
 int64_t AttachCachedPrefix(BlockPool& pool, const PrefixNamespace& ns,
-                           std::span<const int32_t> tokens, int64_t max_tokens,
-                           BlockTable& table, std::vector<BlockHash>& chain);
+                           std::span<const int32_t> tokens, int64_t max_tokens, BlockTable& table,
+                           std::vector<BlockHash>& chain);
 
 // After the KV of tokens[0, table.n_tokens()) has been written: hashes every full block
 // past chain.size() under ns.salt, extends the chain and publishes the block. A block whose

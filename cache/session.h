@@ -79,10 +79,10 @@ struct SessionState {
   std::string tenant;
   std::string model_fingerprint;
   KvSequence kv;
-  std::vector<SessionTurn> turns;         // in order; turns[0].token_start == 0
-  std::vector<SessionMessage> messages;   // the chat transcript (empty for raw-token use)
-  std::array<uint64_t, 4> rng_state{};    // the sampler's Rng after the last turn (0: none yet)
-  std::string metadata;                   // opaque client blob
+  std::vector<SessionTurn> turns;        // in order; turns[0].token_start == 0
+  std::vector<SessionMessage> messages;  // the chat transcript (empty for raw-token use)
+  std::array<uint64_t, 4> rng_state{};   // the sampler's Rng after the last turn (0: none yet)
+  std::string metadata;                  // opaque client blob
   absl::Time created;
   absl::Time last_used;
   absl::Duration ttl = absl::InfiniteDuration();  // idle time after which it expires

@@ -178,13 +178,13 @@ struct Engine::Impl {
   // Owned by the loop thread.
   cache::SessionStore sessions;
   struct SessionRun {
-    Seq* active = nullptr;                  // the turn (or prefill) in flight
+    Seq* active = nullptr;                    // the turn (or prefill) in flight
     std::deque<std::unique_ptr<Seq>> queued;  // turns waiting for it
   };
-  absl::flat_hash_map<SessionId, SessionRun> runs;  // only sessions with work
-  std::vector<std::unique_ptr<Seq>> waiting;        // not admitted (in arrival order)
-  std::vector<std::unique_ptr<Seq>> running;        // admitted
-  std::vector<KvSequence> pinned;                   // published prefixes
+  absl::flat_hash_map<SessionId, SessionRun> runs;         // only sessions with work
+  std::vector<std::unique_ptr<Seq>> waiting;               // not admitted (in arrival order)
+  std::vector<std::unique_ptr<Seq>> running;               // admitted
+  std::vector<KvSequence> pinned;                          // published prefixes
   absl::flat_hash_map<std::string, double> tenant_served;  // tokens computed per tenant
   uint64_t next_arrival = 0;
   int64_t admissions = 0;
@@ -433,9 +433,9 @@ std::unique_ptr<Seq> Engine::Impl::NewSeq(SeqKind kind, std::string_view tenant,
   return seq;
 }
 
-absl::StatusOr<std::vector<TokenId>> Engine::Impl::RenderTurn(
-    const SessionState* s, std::span<const ChatMessage> messages,
-    bool add_generation_prompt) const {
+absl::StatusOr<std::vector<TokenId>> Engine::Impl::RenderTurn(const SessionState* s,
+                                                              std::span<const ChatMessage> messages,
+                                                              bool add_generation_prompt) const {
   if (tmpl.family() == ChatTemplateFamily::kUnknown) {
     return absl::InvalidArgumentError(
         tokenizer->data().chat_template.empty()
@@ -478,15 +478,14 @@ absl::Status Engine::Impl::StartTurn(Seq& seq) {
   if (n + std::max<int64_t>(max_tokens, 1) > ctx || (n == 0 && seq.generate)) {
     if (n == 0) return absl::InvalidArgumentError("the turn is empty");
     return absl::InvalidArgumentError(absl::StrCat(
-        "the turn would overflow the context: ", history, " tokens of history + ",
-        delta.size(), " new + max_tokens ", std::max<int64_t>(max_tokens, 1), " > context length ",
-        ctx));
+        "the turn would overflow the context: ", history, " tokens of history + ", delta.size(),
+        " new + max_tokens ", std::max<int64_t>(max_tokens, 1), " > context length ", ctx));
   }
   seq.rollback_tokens = history;
   seq.rollback_turns = s->turns.size();
   seq.rollback_messages = s->messages.size();
-  s->turns.push_back({.token_start = history,
-                      .message_start = static_cast<int64_t>(s->messages.size())});
+  s->turns.push_back(
+      {.token_start = history, .message_start = static_cast<int64_t>(s->messages.size())});
   for (const ChatMessage& m : seq.params.messages) s->messages.push_back({m.role, m.content});
   s->kv.tokens.insert(s->kv.tokens.end(), delta.begin(), delta.end());
   if (!seq.params.reseed && s->rng_state != std::array<uint64_t, 4>{}) {
@@ -641,8 +640,8 @@ bool Engine::Impl::Admit(Seq& seq) {
       static_cast<int64_t>(kv.chain.size()) == before / bt) {
     // At least one token is left to compute when a token is to be sampled.
     const int64_t limit = seq.generate ? n - 1 : n;
-    const int64_t got = cache::AttachCachedPrefix(*pool, seq.ns, kv.tokens, limit, kv.table,
-                                                  kv.chain);
+    const int64_t got =
+        cache::AttachCachedPrefix(*pool, seq.ns, kv.tokens, limit, kv.table, kv.chain);
     stats.prefix_hits += (got - before) / bt;
   }
   const int64_t reused = kv.table.n_tokens();
@@ -732,19 +731,18 @@ void Engine::Impl::Step() {
   }
   // 3. Admissions, best first, while the sequence cap, the budget and the blocks last.
   std::stable_sort(waiting.begin(), waiting.end(), by_order);
-  while (!waiting.empty() && budget > 0 &&
-         static_cast<int64_t>(running.size()) < opts.max_seqs) {
+  while (!waiting.empty() && budget > 0 && static_cast<int64_t>(running.size()) < opts.max_seqs) {
     Seq* seq = waiting.front().get();
     if (!Admit(*seq)) {
       if (running.empty()) {  // nothing running could ever free blocks for it
         const int64_t n = static_cast<int64_t>(seq->kv().tokens.size());
-        Finish(seq, absl::ResourceExhaustedError(absl::StrCat(
-                        "the KV pool cannot hold this request: ", n, " tokens need ",
-                        (n + opts.block_tokens - 1) / opts.block_tokens, " blocks of ",
-                        pool->block_bytes(), " bytes; ", pool->num_free(), " of ",
-                        pool->num_total(),
-                        " are free (idle sessions hold the rest: delete some or raise the KV "
-                        "budget)")));
+        Finish(seq,
+               absl::ResourceExhaustedError(absl::StrCat(
+                   "the KV pool cannot hold this request: ", n, " tokens need ",
+                   (n + opts.block_tokens - 1) / opts.block_tokens, " blocks of ",
+                   pool->block_bytes(), " bytes; ", pool->num_free(), " of ", pool->num_total(),
+                   " are free (idle sessions hold the rest: delete some or raise the KV "
+                   "budget)")));
         continue;
       }
       break;
@@ -802,8 +800,8 @@ void Engine::Impl::Step() {
         if (!seq.generate && seq.pending() == 0) done.push_back(&seq);
         continue;
       }
-      SampleInto(seq, std::span<const float>(logits.data() + row * vocab,
-                                             static_cast<size_t>(vocab)));
+      SampleInto(seq,
+                 std::span<const float>(logits.data() + row * vocab, static_cast<size_t>(vocab)));
       ++row;
       if (seq.result.finish != FinishReason::kNone) done.push_back(&seq);
     }
@@ -853,9 +851,8 @@ absl::Status ValidateTurn(const TurnParams& p, int vocab) {
   }
   for (size_t i = 0; i < p.tokens.size(); ++i) {
     if (p.tokens[i] < 0 || p.tokens[i] >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token ", i, " (id ", p.tokens[i],
-                                                     ") is outside the vocabulary [0, ", vocab,
-                                                     ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token ", i, " (id ", p.tokens[i], ") is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   if (absl::Status s = p.sampling.Validate(vocab); !s.ok()) return s;
@@ -995,8 +992,8 @@ absl::StatusOr<int64_t> Engine::PublishPrefix(std::span<const ChatMessage> messa
   if (static_cast<int64_t>(ids.size()) >= m.ctx) {
     return absl::InvalidArgumentError("the prefix does not fit the context length");
   }
-  const int64_t whole = static_cast<int64_t>(ids.size()) / m.opts.block_tokens *
-                        m.opts.block_tokens;
+  const int64_t whole =
+      static_cast<int64_t>(ids.size()) / m.opts.block_tokens * m.opts.block_tokens;
   ids.resize(static_cast<size_t>(whole));  // a partial block could never be shared
   if (whole == 0) return int64_t{0};
   auto stream = m.Call([&]() {
@@ -1132,8 +1129,8 @@ absl::Status Engine::DeleteSession(std::string_view tenant, std::string_view ses
   return m.Call([&]() -> absl::Status {
     auto s = m.FindSession(tenant, session_id);
     if (!s.ok()) return s.status();
-    m.DeleteSessionNow(*s, absl::NotFoundError(absl::StrCat("session ", AsAbsl(session_id),
-                                                            " was deleted")));
+    m.DeleteSessionNow(
+        *s, absl::NotFoundError(absl::StrCat("session ", AsAbsl(session_id), " was deleted")));
     return absl::OkStatus();
   });
 }

@@ -96,8 +96,9 @@ absl::StatusOr<std::vector<TokenId>> Generator::PromptIds(const GenerateRequest&
   const ChatTemplate tmpl = ModelChatTemplate(*tokenizer_);
   if (tmpl.family() == ChatTemplateFamily::kUnknown) {
     return absl::InvalidArgumentError(
-        tokenizer_->data().chat_template.empty() ? "--chat: the model has no chat template"
-                                 : "--chat: the model's chat template is not one mnemo renders");
+        tokenizer_->data().chat_template.empty()
+            ? "--chat: the model has no chat template"
+            : "--chat: the model's chat template is not one mnemo renders");
   }
   const ChatMessage message{.role = "user", .content = request.prompt};
   auto text = tmpl.Render(std::span(&message, 1), /*add_generation_prompt=*/true);

@@ -55,7 +55,7 @@ TurnParams TokenTurn(std::vector<TokenId> ids, int max_tokens) {
   return p;
 }
 
-TurnResult Run(absl::StatusOr<StreamPtr> stream) {
+TurnResult Await(absl::StatusOr<StreamPtr> stream) {
   EXPECT_TRUE(stream.ok()) << stream.status();
   if (!stream.ok()) return TurnResult{.status = stream.status()};
   return (*stream)->Wait();
@@ -105,8 +105,8 @@ void CheckTenTurns(const Model& model, int max_tokens) {
   const std::string id = NewSession(*e, "t", {.system_prompt = "You answer briefly."});
   int64_t prev_len = static_cast<int64_t>(Tokens(*e, "t", id).size());
   for (int turn = 0; turn < 10; ++turn) {
-    const TurnResult r =
-        Run(e->Continue("t", id, UserTurn(absl::StrCat("Question ", turn, ": why?"), max_tokens)));
+    const TurnResult r = Await(
+        e->Continue("t", id, UserTurn(absl::StrCat("Question ", turn, ": why?"), max_tokens)));
     ASSERT_TRUE(r.status.ok()) << r.status;
     const std::vector<TokenId> history = Tokens(*e, "t", id);
     ASSERT_GE(static_cast<int64_t>(history.size()), r.usage.prompt_tokens);
@@ -134,7 +134,7 @@ TEST_P(EngineArchTest, TenTurnsEqualFromScratch) {
 INSTANTIATE_TEST_SUITE_P(Archs, EngineArchTest,
                          ::testing::Values(Architecture::kLlama, Architecture::kMistral,
                                            Architecture::kQwen2, Architecture::kQwen3),
-                         [](const auto& info) { return std::string(ArchName(info.param)); });
+                         [](const auto& p) { return std::string(ArchName(p.param)); });
 
 TEST(Engine, SmolLm2TenTurnsEqualFromScratch) {
   MNEMO_REQUIRE_FILE(testing::SmolLm2GgufPath());
@@ -149,19 +149,22 @@ TEST(Engine, Stories260KRawTokenTurnsEqualFromScratch) {
   auto e = MakeEngine(*model);
   const std::string id = NewSession(*e, "t");
   const Tokenizer& tok = e->tokenizer();
-  const char* kTexts[] = {"Once upon a time", " Then", " The dog", " She said", " One day",
-                          " They", " The sun", " He ran", " At night", " The end"};
+  const char* kTexts[] = {"Once upon a time", " Then",   " The dog", " She said",
+                          " One day",         " They",   " The sun", " He ran",
+                          " At night",        " The end"};
   for (int turn = 0; turn < 10; ++turn) {
     std::vector<TokenId> ids = tok.Encode(kTexts[turn], {.add_bos = turn == 0});
-    const TurnResult r = Run(e->Continue("t", id, TokenTurn(ids, 8)));
+    const TurnResult r = Await(e->Continue("t", id, TokenTurn(ids, 8)));
     ASSERT_TRUE(r.status.ok()) << r.status;
     const std::vector<TokenId> history = Tokens(*e, "t", id);
     const std::vector<TokenId> prompt(history.begin(), history.begin() + r.usage.prompt_tokens);
     EXPECT_EQ(r.ids, FromScratch(*model, prompt, 8)) << "turn " << turn;
     // A raw turn leaves the history as the model produced it: prompt + reply.
     EXPECT_EQ(history.size(), prompt.size() + r.ids.size());
-    if (turn > 0) EXPECT_EQ(r.usage.cached_tokens, r.usage.prompt_tokens - 1 -
-                                                       static_cast<int64_t>(ids.size()));
+    if (turn > 0) {
+      EXPECT_EQ(r.usage.cached_tokens,
+                r.usage.prompt_tokens - 1 - static_cast<int64_t>(ids.size()));
+    }
   }
 }
 
@@ -169,7 +172,8 @@ TEST(Engine, ForkSharesFullBlocksAndBranchesEqualFromScratch) {
   auto model = TestModel(Architecture::kLlama);
   auto e = MakeEngine(*model);
   const std::string a = NewSession(*e, "t", {.system_prompt = "Be kind."});
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Run(e->Continue("t", a, UserTurn("Hello there", 7))).status.ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(Await(e->Continue("t", a, UserTurn("Hello there", 7))).status.ok());
   const EngineStats before = e->Stats();
   const std::vector<TokenId> history = Tokens(*e, "t", a);
   auto fork = e->Fork("t", a);
@@ -183,8 +187,8 @@ TEST(Engine, ForkSharesFullBlocksAndBranchesEqualFromScratch) {
   EXPECT_EQ(Tokens(*e, "t", fork->id), history);
   EXPECT_EQ(fork->kv_tokens, info->kv_tokens);
 
-  const TurnResult ra = Run(e->Continue("t", a, UserTurn("Tell me about cats", 7)));
-  const TurnResult rb = Run(e->Continue("t", fork->id, UserTurn("Tell me about dogs", 7)));
+  const TurnResult ra = Await(e->Continue("t", a, UserTurn("Tell me about cats", 7)));
+  const TurnResult rb = Await(e->Continue("t", fork->id, UserTurn("Tell me about dogs", 7)));
   ASSERT_TRUE(ra.status.ok() && rb.status.ok());
   for (const auto& [sid, r] : {std::pair{a, ra}, std::pair{fork->id, rb}}) {
     const std::vector<TokenId> h = Tokens(*e, "t", sid);
@@ -219,13 +223,13 @@ TEST(Engine, RewindDeleteAndTtlReturnEveryBlock) {
   const std::string a = NewSession(*e, "t", {.system_prompt = "S"});
   std::vector<std::vector<TokenId>> after_turn;
   for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(Run(e->Continue("t", a, UserTurn(absl::StrCat("turn ", i), 20))).status.ok());
+    ASSERT_TRUE(Await(e->Continue("t", a, UserTurn(absl::StrCat("turn ", i), 20))).status.ok());
     after_turn.push_back(Tokens(*e, "t", a));
   }
   // Rewind to the state after the second user turn (turns: system, user 0, user 1).
   ASSERT_TRUE(e->Rewind("t", a, 3).ok());
   EXPECT_EQ(Tokens(*e, "t", a), after_turn[1]);
-  const TurnResult r = Run(e->Continue("t", a, UserTurn("again", 9)));
+  const TurnResult r = Await(e->Continue("t", a, UserTurn("again", 9)));
   ASSERT_TRUE(r.status.ok());
   const std::vector<TokenId> h = Tokens(*e, "t", a);
   EXPECT_EQ(r.ids, FromScratch(*model, {h.begin(), h.begin() + r.usage.prompt_tokens}, 9));
@@ -236,7 +240,7 @@ TEST(Engine, RewindDeleteAndTtlReturnEveryBlock) {
 
   // TTL: the session expires after its idle time, not before.
   const std::string b = NewSession(*e, "t", {.ttl = absl::Seconds(10)});
-  ASSERT_TRUE(Run(e->Continue("t", b, UserTurn("hi", 5))).status.ok());
+  ASSERT_TRUE(Await(e->Continue("t", b, UserTurn("hi", 5))).status.ok());
   {
     std::lock_guard<std::mutex> lock(mu);
     now += absl::Seconds(5);
@@ -263,7 +267,7 @@ TEST(Engine, CancelRollsTheTurnBackAndFreesItsBlocks) {
   auto model = TestModel(Architecture::kLlama);
   auto e = MakeEngine(*model);
   const std::string a = NewSession(*e, "t");
-  ASSERT_TRUE(Run(e->Continue("t", a, UserTurn("first", 5))).status.ok());
+  ASSERT_TRUE(Await(e->Continue("t", a, UserTurn("first", 5))).status.ok());
   const std::vector<TokenId> before = Tokens(*e, "t", a);
   const int64_t in_use = e->Stats().blocks_in_use;
 
@@ -295,12 +299,12 @@ TEST(Engine, BadInputIsAClearErrorAndChangesNothing) {
   auto model = TestModel(Architecture::kLlama, /*context_length=*/256);
   auto e = MakeEngine(*model);
   const std::string a = NewSession(*e, "alice");
-  ASSERT_TRUE(Run(e->Continue("alice", a, UserTurn("hello", 4))).status.ok());
+  ASSERT_TRUE(Await(e->Continue("alice", a, UserTurn("hello", 4))).status.ok());
   const std::vector<TokenId> before = Tokens(*e, "alice", a);
 
   // Unknown ids and another tenant's session look the same.
-  const auto unknown = e->Continue("alice", "sess_00000000000000000000000000000000",
-                                   UserTurn("x", 4));
+  const auto unknown =
+      e->Continue("alice", "sess_00000000000000000000000000000000", UserTurn("x", 4));
   const auto foreign = e->Continue("bob", a, UserTurn("x", 4));
   ASSERT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
   ASSERT_EQ(foreign.status().code(), absl::StatusCode::kNotFound);
@@ -321,8 +325,7 @@ TEST(Engine, BadInputIsAClearErrorAndChangesNothing) {
   EXPECT_THAT(e->Continue("alice", a, both).status().message(), HasSubstr("exactly one"));
   TurnParams bad_temp = UserTurn("x", 4);
   bad_temp.sampling.temperature = -1.0f;
-  EXPECT_EQ(e->Continue("alice", a, bad_temp).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->Continue("alice", a, bad_temp).status().code(), absl::StatusCode::kInvalidArgument);
 
   // A turn that would overflow the context.
   auto overflow = e->Continue("alice", a, UserTurn(std::string(400, 'z'), 4));
@@ -378,7 +381,7 @@ TEST(Engine, PrefixSharingStaysInsideATenantUnlessPublished) {
   auto ask = [&](std::string_view tenant) {
     TurnParams p = UserTurn("", 2);
     p.messages = prompt;
-    return Run(e->Generate(tenant, p));
+    return Await(e->Generate(tenant, p));
   };
   const TurnResult first = ask("alice");
   ASSERT_TRUE(first.status.ok());
@@ -399,15 +402,15 @@ TEST(Engine, PrefixSharingStaysInsideATenantUnlessPublished) {
   for (const char* tenant : {"carol", "dave"}) {
     TurnParams p = UserTurn("", 2);
     p.messages = {shared[0], {"user", "hello"}};
-    const TurnResult r = Run(e->Generate(tenant, p));
+    const TurnResult r = Await(e->Generate(tenant, p));
     ASSERT_TRUE(r.status.ok());
     EXPECT_EQ(r.usage.cached_tokens, *published) << tenant;
   }
   // Sessions with the same system prompt share its blocks.
   const std::string s1 = NewSession(*e, "erin", {.system_prompt = system});
   const std::string s2 = NewSession(*e, "erin", {.system_prompt = system});
-  const TurnResult t1 = Run(e->Continue("erin", s1, UserTurn("a", 2)));
-  const TurnResult t2 = Run(e->Continue("erin", s2, UserTurn("a", 2)));
+  const TurnResult t1 = Await(e->Continue("erin", s1, UserTurn("a", 2)));
+  const TurnResult t2 = Await(e->Continue("erin", s2, UserTurn("a", 2)));
   EXPECT_EQ(t1.ids, t2.ids);
   EXPECT_GT(e->Stats().prefix_hits, 0);
 
@@ -415,8 +418,8 @@ TEST(Engine, PrefixSharingStaysInsideATenantUnlessPublished) {
   auto off = MakeEngine(*model, {.prefix_cache = false});
   TurnParams p = UserTurn("", 2);
   p.messages = prompt;
-  ASSERT_TRUE(Run(off->Generate("alice", p)).status.ok());
-  EXPECT_EQ(Run(off->Generate("alice", p)).usage.cached_tokens, 0);
+  ASSERT_TRUE(Await(off->Generate("alice", p)).status.ok());
+  EXPECT_EQ(Await(off->Generate("alice", p)).usage.cached_tokens, 0);
   EXPECT_TRUE(e->CheckInvariants().ok());
 }
 
@@ -435,9 +438,9 @@ TEST(Engine, AdmissionFollowsPriorityThenTenantFairness) {
   const int64_t b0 = b->Wait().admission;
   std::vector<int64_t> as;
   for (auto& s : a) as.push_back(s->Wait().admission);
-  EXPECT_EQ(ca, 0);      // highest priority first
-  EXPECT_EQ(as[0], 1);   // then arrival order among the equally served...
-  EXPECT_EQ(b0, 2);      // ...but tenant b goes before a's second request
+  EXPECT_EQ(ca, 0);     // highest priority first
+  EXPECT_EQ(as[0], 1);  // then arrival order among the equally served...
+  EXPECT_EQ(b0, 2);     // ...but tenant b goes before a's second request
   EXPECT_EQ(as[1], 3);
   EXPECT_EQ(as[3], 5);
 }
@@ -472,7 +475,7 @@ TEST(Engine, PreemptionUnderASmallPoolKeepsOutputsExact) {
 
   // A request the whole pool cannot hold fails clearly.
   std::vector<TokenId> huge(300, 40);
-  const TurnResult r = Run(e->Generate("t", TokenTurn(huge, 4)));
+  const TurnResult r = Await(e->Generate("t", TokenTurn(huge, 4)));
   EXPECT_EQ(r.status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(r.status.message(), HasSubstr("KV pool cannot hold"));
   EXPECT_TRUE(e->CheckInvariants().ok());
