@@ -58,9 +58,9 @@ struct BlockPoolOptions {
 };
 
 struct BlockPoolStats {
-  int64_t acquire_hits = 0;    // Acquire calls that found their hash
-  int64_t acquire_misses = 0;  // ... and that did not
-  int64_t evictions = 0;       // cached slots reused by Allocate
+  int64_t acquire_hits = 0;       // Acquire calls that found their hash
+  int64_t acquire_misses = 0;     // ... and that did not
+  int64_t evictions = 0;          // cached slots reused by Allocate
   int64_t publish_conflicts = 0;  // Publish refused: the hash was already taken
 };
 
@@ -97,8 +97,11 @@ class BlockPool {
   bool is_published(BlockId id) const;
   // The hash of a published slot (which must be published).
   const BlockHash& hash(BlockId id) const;
-  // Whether `id` names a slot of this pool that is in use (refcount >= 1).
-  bool IsAllocated(BlockId id) const { return refcount(id) > 0; }
+  // Whether `id` names a slot of this pool that is in use (refcount >= 1); false for any
+  // other id, including one outside the pool (so it can validate ids without aborting).
+  bool IsAllocated(BlockId id) const {
+    return id.value >= 0 && id.value < num_slots_ && slots_[id.value].refcount > 0;
+  }
 
   // Slots Allocate can hand out now: free + cached.
   int64_t num_free() const { return num_plain_free_ + num_cached_; }
