@@ -59,7 +59,7 @@ struct EngineOptions {
   int threads = 0;                                 // kernel threads; 0: every hardware thread
   kernels::DType kv_dtype = kernels::DType::kF16;  // kF16 or kBF16
   int block_tokens = 16;
-  uint64_t kv_budget_bytes = uint64_t{1} << 30;    // the device tier's KV pool
+  uint64_t kv_budget_bytes = uint64_t{1} << 30;  // the device tier's KV pool
   int max_batch_tokens = 512;  // tokens per forward step (decodes + prefill chunks), >= 1
   int max_seqs = 64;           // sequences per forward step, >= 1
   bool prefix_cache = true;    // off: no lookups and no publishing (stateless recompute)
@@ -78,7 +78,7 @@ struct TurnParams {
   // Raw token ids, appended as they are (no template, no BOS).
   std::vector<TokenId> tokens;
   SamplingParams sampling;
-  StopParams stop;  // stop.max_tokens < 0: until the context is full
+  StopParams stop;   // stop.max_tokens < 0: until the context is full
   int priority = 0;  // higher is admitted first
   // Continue on a session that has a turn in flight: wait for it (true) or fail with
   // FailedPrecondition (false).
@@ -115,10 +115,10 @@ struct TurnResult {
   std::string text;          // the reply text (stop strings excluded)
   std::vector<float> logprobs;
   std::vector<std::vector<TokenLogprob>> top_logprobs;
-  int64_t turn = -1;              // the session turn this created (-1: stateless)
-  double queue_seconds = 0.0;     // submission to admission
-  double ttft_seconds = 0.0;      // submission to the first sampled token
-  double total_seconds = 0.0;     // submission to the end
+  int64_t turn = -1;           // the session turn this created (-1: stateless)
+  double queue_seconds = 0.0;  // submission to admission
+  double ttft_seconds = 0.0;   // submission to the first sampled token
+  double total_seconds = 0.0;  // submission to the end
 };
 
 // The per-request channel. The engine loop pushes chunks; any one consumer thread reads.
@@ -147,15 +147,15 @@ using StreamPtr = std::shared_ptr<ResponseStream>;
 struct SessionInfo {
   std::string id;
   std::string tenant;
-  int64_t n_tokens = 0;     // history length
-  int64_t kv_tokens = 0;    // tokens whose KV is held
-  int64_t kv_bytes = 0;     // bytes of the blocks it references (shared ones included)
+  int64_t n_tokens = 0;   // history length
+  int64_t kv_tokens = 0;  // tokens whose KV is held
+  int64_t kv_bytes = 0;   // bytes of the blocks it references (shared ones included)
   int64_t n_turns = 0;
   int64_t n_messages = 0;
-  bool busy = false;        // a turn in flight or queued
+  bool busy = false;  // a turn in flight or queued
   absl::Time created;
   absl::Time last_used;
-  absl::Time expires;       // InfiniteFuture without a TTL
+  absl::Time expires;  // InfiniteFuture without a TTL
 };
 
 struct EngineStats {
@@ -164,9 +164,9 @@ struct EngineStats {
   int64_t blocks_cached = 0;  // refcount 0, findable in the prefix index
   int64_t blocks_in_use = 0;
   int64_t sessions = 0;
-  int64_t running = 0;        // sequences admitted
-  int64_t waiting = 0;        // requests not admitted yet
-  int64_t steps = 0;          // forward steps run
+  int64_t running = 0;          // sequences admitted
+  int64_t waiting = 0;          // requests not admitted yet
+  int64_t steps = 0;            // forward steps run
   int64_t tokens_computed = 0;  // prompt tokens whose KV was computed
   int64_t tokens_cached = 0;    // prompt tokens whose KV was reused
   int64_t tokens_generated = 0;
