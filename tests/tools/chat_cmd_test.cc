@@ -19,8 +19,10 @@ using nlohmann::json;
 using testing::CommandResult;
 using ::testing::HasSubstr;
 
-// About 60 tokens on the test model's byte-level tokenizer (few merges: ~one per byte).
-constexpr char kSystem[] = "You are a terse assistant. Answer every question in one line.";
+// About 140 tokens on the test model's byte-level tokenizer (few merges: ~one per byte).
+constexpr char kSystem[] =
+    "You are a terse assistant. Answer every question in one line, without greetings, "
+    "lists or apologies, and never repeat the question back to the user.";
 
 struct ChatRun {
   CommandResult result;
@@ -85,7 +87,7 @@ TEST_F(MnemoChat, LaterTurnsReuseTheSessionsKv) {
   EXPECT_EQ(run.events[0]["event"], "session");
   EXPECT_EQ(run.events[0]["raw_tokens"], false);
   const std::string id = run.events[0]["id"];
-  EXPECT_EQ(id.size(), 32u);
+  EXPECT_FALSE(id.empty());
   const std::vector<json> turns = run.Of("turn");
   ASSERT_EQ(turns.size(), 3u) << run.result.out;
   for (size_t i = 0; i < turns.size(); ++i) {
@@ -99,7 +101,7 @@ TEST_F(MnemoChat, LaterTurnsReuseTheSessionsKv) {
     EXPECT_GE(Usage(t, "completion_tokens"), 1);
   }
   // The system prompt was prefilled when the session was created.
-  EXPECT_GT(Usage(turns[0], "cached_tokens"), 40);
+  EXPECT_GT(Usage(turns[0], "cached_tokens"), 100);
   for (size_t i = 1; i < turns.size(); ++i) {
     const json& prev = turns[i - 1];
     const json& t = turns[i];
@@ -164,7 +166,7 @@ TEST_F(MnemoChat, ResetReusesOnlyTheSystemPrompt) {
   const std::vector<json> turns = run.Of("turn");
   ASSERT_EQ(turns.size(), 3u);
   const int64_t system_tokens = Usage(turns[0], "cached_tokens");
-  EXPECT_GT(system_tokens, 40);
+  EXPECT_GT(system_tokens, 100);
   EXPECT_EQ(turns[2]["id"], resets[0]["id"]);
   EXPECT_EQ(turns[2]["turn"], 1);
   EXPECT_EQ(Usage(turns[2], "cached_tokens"), system_tokens);
