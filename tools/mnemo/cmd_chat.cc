@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <limits>
@@ -16,7 +15,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -161,19 +159,11 @@ class Chat {
     return absl::OkStatus();
   }
 
-  // Waits until the session has nothing in flight: CreateSession prefills the system prompt
-  // in the background, and Fork/Rewind refuse a busy session.
-  absl::StatusOr<engine::SessionInfo> IdleSession() {
-    for (;;) {
-      auto info = engine_.GetSession(kTenant, session_);
-      if (!info.ok() || !info->busy) return info;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  }
-
   // The user turns of the session (its turns less the system prompt's).
   absl::StatusOr<int64_t> UserTurns() {
-    auto info = IdleSession();
+    // Nothing is in flight between turns: CreateSession returns with the system prompt
+    // prefilled, and each turn is waited for.
+    auto info = engine_.GetSession(kTenant, session_);
     if (!info.ok()) return info.status();
     return info->n_turns - system_turns_;
   }
@@ -257,7 +247,6 @@ class Chat {
   }
 
   absl::Status Fork() {
-    if (auto idle = IdleSession(); !idle.ok()) return idle.status();
     auto info = engine_.Fork(kTenant, session_);
     if (!info.ok()) return info.status();
     const std::string from = std::exchange(session_, info->id);
