@@ -37,7 +37,14 @@ case "$TARGET" in
         ABSL=(absl_status absl_statusor absl_strings absl_str_format absl_flat_hash_map) ;;
   safetensors) SRCS=(engine/model/safetensors.cc engine/model/internal/file_io.cc kernels/dtype.cc)
         ABSL=(absl_status absl_statusor absl_strings absl_str_format) ;;
-  *) echo "fuzz.sh: unknown target '$TARGET' (known: gguf, safetensors)" >&2; exit 2 ;;
+  state_manifest)
+        SRCS=(cache/state_manifest.cc cache/state_store.cc cache/state_bundle.cc cache/file_ops.cc
+              cache/internal/state_io.cc cache/session.cc cache/block_table.cc cache/block_pool.cc
+              cache/block_hash.cc kernels/dtype.cc)
+        ABSL=(absl_status absl_statusor absl_strings absl_str_format absl_flat_hash_map
+              absl_hash absl_time libxxhash)
+        FBS=(cache/state_format.fbs) ;;
+  *) echo "fuzz.sh: unknown target '$TARGET' (known: gguf, safetensors, state_manifest)" >&2; exit 2 ;;
 esac
 
 command -v "$CXX" >/dev/null || { echo "fuzz.sh: $CXX not found (apt-get install clang)" >&2; exit 1; }
@@ -45,6 +52,12 @@ mkdir -p "$OUT"
 cd "$ROOT"
 LIBS=$(pkg-config --libs "${ABSL[@]}")
 CXXFLAGS=(-std=c++20 -g -O1 -fno-omit-frame-pointer -I"$ROOT" -Wall -Wextra)
+# FlatBuffers schemas the target reads: generated like the CMake build does (cache/CMakeLists.txt).
+for fbs in ${FBS[@]+"${FBS[@]}"}; do
+  command -v flatc >/dev/null || { echo "fuzz.sh: flatc not found (tools/setup.sh)" >&2; exit 1; }
+  flatc --cpp --scoped-enums -o "$OUT/generated/$(dirname "$fbs")" "$fbs"
+  CXXFLAGS+=(-isystem "$OUT/generated")
+done
 
 if [[ "$mode" == seeds ]]; then
   # The generator is an ordinary program (no fuzzer runtime) built from the same sources.
