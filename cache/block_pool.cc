@@ -6,6 +6,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -61,31 +62,140 @@ BlockPool::BlockPool(const kernels::KvLayout& layout, int64_t block_bytes, int64
       block_bytes_(block_bytes),
       num_slots_(num_slots),
       arena_(arena),
-      in_use_(static_cast<size_t>(num_slots), 0) {
-  for (int64_t s = 0; s < num_slots; ++s) free_.push_back(BlockId{static_cast<int32_t>(s)});
+      slots_(static_cast<size_t>(num_slots)) {
+  for (int64_t s = 0; s < num_slots; ++s) PushBack(free_list_, static_cast<int32_t>(s));
+  num_plain_free_ = num_slots;
 }
 
 BlockPool::~BlockPool() { ::operator delete(arena_, kArenaAlign); }
 
-std::optional<BlockId> BlockPool::Allocate() {
-  if (free_.empty()) return std::nullopt;
-  const BlockId id = free_.front();
-  free_.pop_front();
-  MNEMO_DCHECK(!in_use_[id.value]) << "free list holds allocated slot " << id.value;
-  in_use_[id.value] = 1;
-  return id;
-}
-
-void BlockPool::Free(BlockId id) {
+void BlockPool::CheckId(BlockId id) const {
   MNEMO_CHECK(id.value >= 0 && id.value < num_slots_)
-      << "freeing block " << id.value << " outside a pool of " << num_slots_;
-  MNEMO_CHECK(in_use_[id.value]) << "double free of block " << id.value;
-  in_use_[id.value] = 0;
-  free_.push_back(id);
+      << "block " << id.value << " outside a pool of " << num_slots_;
 }
 
-bool BlockPool::IsAllocated(BlockId id) const {
-  return id.value >= 0 && id.value < num_slots_ && in_use_[id.value] != 0;
+void BlockPool::PushBack(List& list, int32_t s) {
+  Slot& slot = slots_[s];
+  slot.prev = list.tail;
+  slot.next = -1;
+  if (list.tail >= 0) {
+    slots_[list.tail].next = s;
+  } else {
+    list.head = s;
+  }
+  list.tail = s;
+}
+
+void BlockPool::Unlink(List& list, int32_t s) {
+  Slot& slot = slots_[s];
+  if (slot.prev >= 0) {
+    slots_[slot.prev].next = slot.next;
+  } else {
+    list.head = slot.next;
+  }
+  if (slot.next >= 0) {
+    slots_[slot.next].prev = slot.prev;
+  } else {
+    list.tail = slot.prev;
+  }
+  slot.prev = slot.next = -1;
+}
+
+std::optional<BlockId> BlockPool::Allocate() {
+  int32_t s = free_list_.head;
+  if (s >= 0) {
+    Unlink(free_list_, s);
+    --num_plain_free_;
+  } else {
+    s = lru_list_.head;
+    if (s < 0) return std::nullopt;
+    // Evict the least recently released cached block: its hash stops naming it.
+    Unlink(lru_list_, s);
+    --num_cached_;
+    Slot& slot = slots_[s];
+    MNEMO_DCHECK(slot.published) << "LRU list holds unpublished slot " << s;
+    index_.erase(slot.hash);
+    slot.published = false;
+    slot.hash = BlockHash{};
+    ++stats_.evictions;
+  }
+  Slot& slot = slots_[s];
+  MNEMO_DCHECK(slot.refcount == 0 && !slot.published) << "handing out slot " << s << " in use";
+  slot.refcount = 1;
+  return BlockId{s};
+}
+
+void BlockPool::Retain(BlockId id) {
+  CheckId(id);
+  Slot& slot = slots_[id.value];
+  MNEMO_CHECK(slot.refcount > 0) << "Retain of block " << id.value << ", which is not in use";
+  ++slot.refcount;
+}
+
+void BlockPool::Release(BlockId id) {
+  CheckId(id);
+  Slot& slot = slots_[id.value];
+  MNEMO_CHECK(slot.refcount > 0) << "Release of block " << id.value
+                                 << ", which is not in use (double release)";
+  if (--slot.refcount > 0) return;
+  if (slot.published) {
+    PushBack(lru_list_, id.value);
+    ++num_cached_;
+  } else {
+    PushBack(free_list_, id.value);
+    ++num_plain_free_;
+  }
+}
+
+bool BlockPool::Publish(BlockId id, const BlockHash& hash) {
+  CheckId(id);
+  Slot& slot = slots_[id.value];
+  MNEMO_CHECK(slot.refcount > 0) << "Publish of block " << id.value << ", which is not in use";
+  MNEMO_CHECK(!slot.published) << "Publish of block " << id.value
+                               << ", which is already published as " << slot.hash.ToString();
+  if (!index_.try_emplace(hash, id.value).second) {
+    ++stats_.publish_conflicts;
+    return false;
+  }
+  slot.published = true;
+  slot.hash = hash;
+  return true;
+}
+
+std::optional<BlockId> BlockPool::Acquire(const BlockHash& hash) {
+  const auto it = index_.find(hash);
+  if (it == index_.end()) {
+    ++stats_.acquire_misses;
+    return std::nullopt;
+  }
+  ++stats_.acquire_hits;
+  const int32_t s = it->second;
+  Slot& slot = slots_[s];
+  if (slot.refcount == 0) {  // cached: revive it
+    Unlink(lru_list_, s);
+    --num_cached_;
+  }
+  ++slot.refcount;
+  return BlockId{s};
+}
+
+bool BlockPool::Contains(const BlockHash& hash) const { return index_.contains(hash); }
+
+int32_t BlockPool::refcount(BlockId id) const {
+  CheckId(id);
+  return slots_[id.value].refcount;
+}
+
+bool BlockPool::is_published(BlockId id) const {
+  CheckId(id);
+  return slots_[id.value].published;
+}
+
+const BlockHash& BlockPool::hash(BlockId id) const {
+  CheckId(id);
+  MNEMO_CHECK(slots_[id.value].published)
+      << "hash of block " << id.value << ", which is not published";
+  return slots_[id.value].hash;
 }
 
 kernels::KvArenaView BlockPool::view() const {
@@ -93,7 +203,7 @@ kernels::KvArenaView BlockPool::view() const {
 }
 
 uint8_t* BlockPool::BlockData(BlockId id) const {
-  MNEMO_CHECK(id.value >= 0 && id.value < num_slots_) << "block " << id.value;
+  CheckId(id);
   return arena_ + id.value * block_bytes_;
 }
 

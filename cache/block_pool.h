@@ -97,8 +97,11 @@ class BlockPool {
   bool is_published(BlockId id) const;
   // The hash of a published slot (which must be published).
   const BlockHash& hash(BlockId id) const;
-  // Whether `id` names a slot of this pool that is in use (refcount >= 1).
-  bool IsAllocated(BlockId id) const { return refcount(id) > 0; }
+  // Whether `id` names a slot of this pool that is in use (refcount >= 1); false for any
+  // other id, including one outside the pool (so it can validate ids without aborting).
+  bool IsAllocated(BlockId id) const {
+    return id.value >= 0 && id.value < num_slots_ && slots_[id.value].refcount > 0;
+  }
 
   // Slots Allocate can hand out now: free + cached.
   int64_t num_free() const { return num_plain_free_ + num_cached_; }

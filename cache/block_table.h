@@ -76,6 +76,11 @@ class BlockTable {
   int64_t capacity_tokens() const { return capacity_tokens_; }
 
  private:
+  // Records (and in debug builds checks) the pool's block_tokens; returns it.
+  int32_t LearnBlockTokens(const BlockPool& pool);
+  // Sets n_tokens_ and recomputes capacity_tokens_ from blocks_.
+  void SetTokens(int64_t n_tokens);
+
   std::vector<BlockId> blocks_;
   int64_t n_tokens_ = 0;
   int64_t capacity_tokens_ = 0;

@@ -32,7 +32,10 @@ int64_t AttachCachedPrefix(BlockPool& pool, const PrefixNamespace& ns,
 // After the KV of tokens[0, table.n_tokens()) has been written: hashes every full block
 // past chain.size() under ns.salt, extends the chain and publishes the block. A block whose
 // hash another slot already has is replaced by that slot (the duplicate is released). A
-// block that is not private (shared or already published) is only hashed.
+// block that is not private (shared or already published) is only hashed; an already
+// published one keeps its hash and the chain records that hash, so chain[i] names block
+// i's published hash. Blocks are published under ns.salt only, never under kPublicSalt
+// on the strength of ns.search_public.
 void PublishFullBlocks(BlockPool& pool, const PrefixNamespace& ns, std::span<const int32_t> tokens,
                        BlockTable& table, std::vector<BlockHash>& chain);
 

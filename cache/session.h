@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -101,22 +102,25 @@ struct SessionState {
 // indistinguishable from an unknown id.
 class SessionStore {
  public:
+  // Takes ownership; the id must not be in the store already (MNEMO_CHECK).
   SessionState* Insert(std::unique_ptr<SessionState> session);
   SessionState* Find(std::string_view tenant, const SessionId& id);
   // Removes and returns the session (its blocks still referenced: the caller releases them).
   std::unique_ptr<SessionState> Remove(const SessionId& id);
-  std::vector<SessionState*> List(std::string_view tenant);  // by creation time
-  std::vector<SessionState*> All();
+  // By creation time, then id (a total order: listings are deterministic).
+  std::vector<SessionState*> List(std::string_view tenant);
+  std::vector<SessionState*> All();  // every tenant's, in the same order
   size_t size() const { return sessions_.size(); }
 
  private:
   absl::flat_hash_map<SessionId, std::unique_ptr<SessionState>> sessions_;
 };
 
-// Checks the pool-wide invariant over every holder of references: each in-use block's
-// refcount equals the number of tables (and extra holders, e.g. pinned shared prefixes)
-// that hold it, and no table holds a block that is not in use. `tables` lists every live
-// table; Internal naming the first block whose count disagrees.
+// Checks the pool-wide invariant over every holder of references: each block's refcount
+// equals the number of tables that hold it (so an in-use block no table holds is a leak),
+// and no table holds a block that is not in use. `tables` lists every live holder: an
+// extra holder (e.g. a pinned shared prefix) is passed as a table too. Internal naming the
+// first block (lowest slot) whose count disagrees.
 absl::Status CheckRefcounts(const BlockPool& pool, std::span<const BlockTable* const> tables);
 
 }  // namespace mnemo::cache

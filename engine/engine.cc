@@ -241,6 +241,7 @@ struct Engine::Impl {
   bool Admit(Seq& seq);
   void SampleInto(Seq& seq, std::span<const float> row);
   bool PlanChunk(Seq* seq, int64_t take);
+  absl::Status CheckAll();  // every invariant (engine.h CheckInvariants)
   bool Planned(const Seq* seq) const;
 
   // The plan of the step being built.
@@ -269,6 +270,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
   }
   if (opts.max_seqs < 1) {
     return absl::InvalidArgumentError(absl::StrCat("max_seqs must be >= 1, got ", opts.max_seqs));
+  }
+  if (opts.max_batch_tokens < opts.max_seqs) {
+    // Every running sequence must be able to decode in every step.
+    return absl::InvalidArgumentError(absl::StrCat("max_batch_tokens (", opts.max_batch_tokens,
+                                                   ") must be >= max_seqs (", opts.max_seqs,
+                                                   ")"));
   }
   if (opts.block_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -809,6 +816,10 @@ void Engine::Impl::Step() {
   work.clear();
   for (Seq* s : done) Finish(s, st);
   stats.busy_seconds += Seconds(Clock::now() - t0);
+#ifndef NDEBUG
+  const absl::Status inv = CheckAll();
+  MNEMO_CHECK(inv.ok()) << inv.message();
+#endif
 }
 
 bool Engine::Impl::Planned(const Seq* seq) const {
@@ -1177,22 +1188,24 @@ EngineStats Engine::Stats() {
 
 absl::Status Engine::CheckInvariants() {
   Impl& m = *impl_;
-  return m.Call([&]() -> absl::Status {
-    std::vector<const cache::BlockTable*> tables;
-    for (const SessionState* s : m.sessions.All()) {
-      if (absl::Status st = s->CheckInvariants(*m.pool); !st.ok()) {
-        return absl::InternalError(absl::StrCat("session ", s->id.ToString(), ": ", st.message()));
-      }
-      tables.push_back(&s->kv.table);
+  return m.Call([&]() { return m.CheckAll(); });
+}
+
+absl::Status Engine::Impl::CheckAll() {
+  std::vector<const cache::BlockTable*> tables;
+  for (const SessionState* s : sessions.All()) {
+    if (absl::Status st = s->CheckInvariants(*pool); !st.ok()) {
+      return absl::InternalError(absl::StrCat("session ", s->id.ToString(), ": ", st.message()));
     }
-    for (auto* list : {&m.running, &m.waiting}) {
-      for (const auto& seq : *list) {
-        if (seq->session == nullptr) tables.push_back(&seq->own.table);
-      }
+    tables.push_back(&s->kv.table);
+  }
+  for (auto* list : {&running, &waiting}) {
+    for (const auto& seq : *list) {
+      if (seq->session == nullptr) tables.push_back(&seq->own.table);
     }
-    for (const KvSequence& p : m.pinned) tables.push_back(&p.table);
-    return cache::CheckRefcounts(*m.pool, tables);
-  });
+  }
+  for (const KvSequence& p : pinned) tables.push_back(&p.table);
+  return cache::CheckRefcounts(*pool, tables);
 }
 
 const Tokenizer& Engine::tokenizer() const { return *impl_->tokenizer; }

@@ -4,33 +4,24 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <utility>
 #include <vector>
 
 #include "cache/block_pool.h"
+#include "tests/cache/cache_test_util.h"
 
 namespace mnemo::cache {
 namespace {
 
-// 4 tokens per block, 256 bytes per block.
-std::unique_ptr<BlockPool> MakePool(int64_t n_blocks) {
-  kernels::KvLayout l;
-  l.n_layers = 1;
-  l.n_kv_heads = 2;
-  l.head_dim = 8;
-  l.block_tokens = 4;
-  auto pool = BlockPool::Create({l, static_cast<uint64_t>(n_blocks) * 256});
-  EXPECT_TRUE(pool.ok()) << pool.status();
-  return *std::move(pool);
-}
+using testing::Fill;
+using testing::Filled;
+using testing::Ids;
+using testing::MakePool;
 
-std::vector<int32_t> Ids(const BlockTable& t) {
-  std::vector<int32_t> v;
-  for (BlockId id : t.blocks()) v.push_back(id.value);
-  return v;
-}
+BlockHash H(uint64_t n) { return BlockHash{.lo = n, .hi = n * 31}; }
 
 TEST(BlockTableTest, ReserveAllocatesWhatTheTokensNeed) {
   auto pool = MakePool(8);
@@ -48,6 +39,7 @@ TEST(BlockTableTest, ReserveAllocatesWhatTheTokensNeed) {
   EXPECT_EQ(t.n_tokens(), 9);
   EXPECT_EQ(t.capacity_tokens(), 12);
   EXPECT_EQ(pool->num_free(), 5);
+  for (BlockId id : t.blocks()) EXPECT_EQ(pool->refcount(id), 1);
   ASSERT_TRUE(t.Reserve(*pool, 5));  // smaller: no change
   EXPECT_EQ(t.n_tokens(), 9);
   EXPECT_EQ(Ids(t).size(), 3u);
@@ -75,29 +67,232 @@ TEST(BlockTableTest, ReserveIsAllOrNothing) {
   EXPECT_EQ(pool->num_free(), 5);
 }
 
-TEST(BlockTableTest, TruncateFreesWholeBlocksPastTheTokens) {
+TEST(BlockTableTest, ReserveEvictsCachedBlocksOnlyWhenItSucceeds) {
+  auto pool = MakePool(3);
+  BlockTable a;
+  ASSERT_TRUE(a.Reserve(*pool, 8));  // blocks 0, 1
+  ASSERT_TRUE(pool->Publish(BlockId{0}, H(0)));
+  ASSERT_TRUE(pool->Publish(BlockId{1}, H(1)));
+  a.Release(*pool);  // releases 1, then 0: both cached, LRU 1, 0
+  EXPECT_EQ(pool->num_cached(), 2);
+
+  BlockTable b;
+  EXPECT_FALSE(b.Reserve(*pool, 13));  // 4 blocks: refused without touching the cache
+  EXPECT_EQ(pool->num_cached(), 2);
+  EXPECT_EQ(pool->stats().evictions, 0);
+  EXPECT_TRUE(pool->Contains(H(0)));
+  EXPECT_TRUE(pool->Contains(H(1)));
+
+  ASSERT_TRUE(b.Reserve(*pool, 8));  // the free slot, then the LRU cached one
+  EXPECT_EQ(Ids(b), (std::vector<int32_t>{2, 1}));
+  EXPECT_EQ(pool->stats().evictions, 1);
+  EXPECT_FALSE(pool->Contains(H(1)));
+  EXPECT_TRUE(pool->Contains(H(0)));
+  b.Release(*pool);
+}
+
+TEST(BlockTableTest, TruncateReleasesWholeBlocksPastTheTokens) {
   auto pool = MakePool(8);
   BlockTable t;
-  ASSERT_TRUE(t.Reserve(*pool, 15));  // blocks 0..3
-  t.Truncate(*pool, 9);               // keeps 3 blocks (token 8 is in block 2)
+  ASSERT_TRUE(t.Reserve(*pool, 15));   // blocks 0..3
+  EXPECT_EQ(t.Truncate(*pool, 9), 9);  // keeps 3 blocks (token 8 is in block 2)
   EXPECT_EQ(Ids(t), (std::vector<int32_t>{0, 1, 2}));
   EXPECT_EQ(t.n_tokens(), 9);
   EXPECT_EQ(t.capacity_tokens(), 12);
   EXPECT_EQ(pool->num_free(), 5);
   EXPECT_FALSE(pool->IsAllocated(BlockId{3}));
-  t.Truncate(*pool, 8);  // exactly two blocks
+  EXPECT_EQ(t.Truncate(*pool, 8), 8);  // exactly two blocks
   EXPECT_EQ(Ids(t), (std::vector<int32_t>{0, 1}));
-  t.Truncate(*pool, 20);  // larger: no change
+  EXPECT_EQ(t.Truncate(*pool, 20), 8);  // larger: no change
   EXPECT_EQ(t.n_tokens(), 8);
-  t.Truncate(*pool, 0);
+  EXPECT_EQ(t.Truncate(*pool, 0), 0);
   EXPECT_TRUE(t.blocks().empty());
   EXPECT_EQ(t.capacity_tokens(), 0);
   EXPECT_EQ(pool->num_free(), 8);
-  // Regrowing after a truncation takes fresh blocks from the front of the free queue:
-  // 4..7 were never used, then 3, 2, 1, 0 in the order they were freed.
+  // Regrowing after a truncation takes fresh blocks from the front of the free list:
+  // 4..7 were never used, then 3, 2, 1, 0 in the order they were released.
   ASSERT_TRUE(t.Reserve(*pool, 32));
   EXPECT_EQ(Ids(t), (std::vector<int32_t>{4, 5, 6, 7, 3, 2, 1, 0}));
   t.Release(*pool);
+}
+
+TEST(BlockTableTest, TruncateKeepsAPrivatePartlyUsedBlockInPlace) {
+  auto pool = MakePool(4);
+  BlockTable t;
+  ASSERT_TRUE(t.Reserve(*pool, 8));
+  Fill(*pool, BlockId{1}, 0x11);
+  EXPECT_EQ(t.Truncate(*pool, 6), 6);
+  EXPECT_EQ(Ids(t), (std::vector<int32_t>{0, 1}));  // no copy
+  EXPECT_EQ(pool->num_in_use(), 2);
+  EXPECT_TRUE(Filled(*pool, BlockId{1}, 0x11));
+  t.Release(*pool);
+}
+
+TEST(BlockTableTest, AppendSharedTakesTheCallersReference) {
+  auto pool = MakePool(4);
+  BlockTable a;
+  ASSERT_TRUE(a.Reserve(*pool, 4));
+  ASSERT_TRUE(pool->Publish(a.blocks()[0], H(1)));
+  BlockTable b;
+  const std::optional<BlockId> shared = pool->Acquire(H(1));
+  ASSERT_TRUE(shared.has_value());
+  b.AppendShared(*pool, *shared);
+  EXPECT_EQ(b.n_tokens(), 4);
+  EXPECT_EQ(b.capacity_tokens(), 4);
+  EXPECT_EQ(Ids(b), Ids(a));
+  EXPECT_EQ(pool->refcount(*shared), 2);
+  ASSERT_TRUE(b.Reserve(*pool, 6));  // grows with a private block
+  EXPECT_EQ(Ids(b), (std::vector<int32_t>{0, 1}));
+  a.Release(*pool);
+  EXPECT_EQ(pool->refcount(*shared), 1);
+  b.Release(*pool);
+  EXPECT_EQ(pool->num_in_use(), 0);
+  EXPECT_EQ(pool->num_cached(), 1);
+}
+
+// Two tables share block 1 (a fork of a block-aligned table); one rewinds into it.
+TEST(BlockTableTest, TruncateCopiesASharedPartlyKeptBlock) {
+  auto pool = MakePool(4);
+  BlockTable a;
+  ASSERT_TRUE(a.Reserve(*pool, 8));  // blocks 0, 1
+  Fill(*pool, BlockId{0}, 0xA0);
+  Fill(*pool, BlockId{1}, 0xA1);
+  std::optional<BlockTable> b = a.Fork(*pool);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(pool->refcount(BlockId{1}), 2);
+
+  EXPECT_EQ(b->Truncate(*pool, 6), 6);
+  ASSERT_EQ(b->blocks().size(), 2u);
+  EXPECT_EQ(b->blocks()[0], BlockId{0});  // the full block stays shared
+  const BlockId copy = b->blocks()[1];
+  EXPECT_EQ(copy, BlockId{2});
+  EXPECT_EQ(pool->refcount(copy), 1);
+  EXPECT_EQ(pool->refcount(BlockId{1}), 1);  // a's reference only
+  EXPECT_EQ(pool->refcount(BlockId{0}), 2);
+  EXPECT_TRUE(Filled(*pool, copy, 0xA1));        // bytes equal
+  Fill(*pool, copy, 0xB1);                       // b writes its copy...
+  EXPECT_TRUE(Filled(*pool, BlockId{1}, 0xA1));  // ...a's block is untouched
+  EXPECT_EQ(Ids(a), (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(a.n_tokens(), 8);
+  a.Release(*pool);
+  b->Release(*pool);
+  EXPECT_EQ(pool->num_in_use(), 0);
+}
+
+TEST(BlockTableTest, TruncateCopiesAPublishedPartlyKeptBlock) {
+  auto pool = MakePool(3);
+  BlockTable t;
+  ASSERT_TRUE(t.Reserve(*pool, 8));
+  Fill(*pool, BlockId{1}, 0x5A);
+  ASSERT_TRUE(pool->Publish(BlockId{1}, H(9)));
+  EXPECT_EQ(t.Truncate(*pool, 5), 5);
+  EXPECT_EQ(Ids(t), (std::vector<int32_t>{0, 2}));
+  EXPECT_TRUE(Filled(*pool, BlockId{2}, 0x5A));
+  EXPECT_FALSE(pool->is_published(BlockId{2}));
+  // The published block is no longer held but stays findable.
+  EXPECT_EQ(pool->refcount(BlockId{1}), 0);
+  EXPECT_EQ(pool->num_cached(), 1);
+  EXPECT_TRUE(pool->Contains(H(9)));
+  t.Release(*pool);
+}
+
+TEST(BlockTableTest, TruncateWithoutASlotForTheCopyKeepsTheWholeBlocks) {
+  auto pool = MakePool(2);
+  BlockTable a;
+  ASSERT_TRUE(a.Reserve(*pool, 8));  // the whole pool
+  std::optional<BlockTable> b = a.Fork(*pool);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(pool->num_free(), 0);
+  EXPECT_EQ(b->Truncate(*pool, 7), 4);  // no slot to copy block 1 into
+  EXPECT_EQ(Ids(*b), (std::vector<int32_t>{0}));
+  EXPECT_EQ(b->n_tokens(), 4);
+  EXPECT_EQ(b->capacity_tokens(), 4);
+  EXPECT_EQ(pool->refcount(BlockId{1}), 1);  // still a's
+  EXPECT_EQ(pool->refcount(BlockId{0}), 2);
+  EXPECT_EQ(Ids(a), (std::vector<int32_t>{0, 1}));
+  a.Release(*pool);
+  b->Release(*pool);
+  EXPECT_EQ(pool->num_in_use(), 0);
+}
+
+TEST(BlockTableTest, ForkOfAPartlyUsedTableCopiesTheLastBlock) {
+  auto pool = MakePool(6);
+  BlockTable a;
+  ASSERT_TRUE(a.Reserve(*pool, 10));  // blocks 0, 1, 2 (2 partly used)
+  Fill(*pool, BlockId{2}, 0x42);
+  const int64_t in_use = pool->num_in_use();
+  std::optional<BlockTable> b = a.Fork(*pool);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(pool->num_in_use(), in_use + 1);
+  EXPECT_EQ(Ids(*b), (std::vector<int32_t>{0, 1, 3}));
+  EXPECT_EQ(b->n_tokens(), 10);
+  EXPECT_EQ(b->capacity_tokens(), 12);
+  EXPECT_EQ(pool->refcount(BlockId{0}), 2);
+  EXPECT_EQ(pool->refcount(BlockId{1}), 2);
+  EXPECT_EQ(pool->refcount(BlockId{2}), 1);
+  EXPECT_EQ(pool->refcount(BlockId{3}), 1);
+  EXPECT_TRUE(Filled(*pool, BlockId{3}, 0x42));
+  // Both grow independently.
+  ASSERT_TRUE(a.Reserve(*pool, 13));
+  ASSERT_TRUE(b->Reserve(*pool, 13));
+  EXPECT_EQ(Ids(a), (std::vector<int32_t>{0, 1, 2, 4}));
+  EXPECT_EQ(Ids(*b), (std::vector<int32_t>{0, 1, 3, 5}));
+  a.Release(*pool);
+  b->Release(*pool);
+  EXPECT_EQ(pool->num_in_use(), 0);
+}
+
+TEST(BlockTableTest, ForkOfABlockAlignedTableSharesEverything) {
+  auto pool = MakePool(3);
+  BlockTable a;
+  ASSERT_TRUE(a.Reserve(*pool, 8));
+  std::optional<BlockTable> b = a.Fork(*pool);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(pool->num_in_use(), 2);  // no new slot
+  EXPECT_EQ(Ids(*b), Ids(a));
+  EXPECT_EQ(b->n_tokens(), 8);
+  EXPECT_EQ(pool->refcount(BlockId{0}), 2);
+  EXPECT_EQ(pool->refcount(BlockId{1}), 2);
+  BlockTable empty;
+  std::optional<BlockTable> e = empty.Fork(*pool);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_TRUE(e->blocks().empty());
+  EXPECT_EQ(e->n_tokens(), 0);
+  a.Release(*pool);
+  b->Release(*pool);
+}
+
+TEST(BlockTableTest, ForkWithoutASlotChangesNothing) {
+  auto pool = MakePool(2);
+  BlockTable a;
+  ASSERT_TRUE(a.Reserve(*pool, 6));  // both slots, block 1 partly used
+  EXPECT_FALSE(a.Fork(*pool).has_value());
+  EXPECT_EQ(pool->refcount(BlockId{0}), 1);
+  EXPECT_EQ(pool->refcount(BlockId{1}), 1);
+  EXPECT_EQ(a.n_tokens(), 6);
+  a.Release(*pool);
+}
+
+TEST(BlockTableTest, ReplaceBlockSwapsAndReleasesTheOldOne) {
+  auto pool = MakePool(4);
+  BlockTable a, b;
+  ASSERT_TRUE(a.Reserve(*pool, 4));  // block 0
+  ASSERT_TRUE(b.Reserve(*pool, 6));  // blocks 1, 2
+  ASSERT_TRUE(pool->Publish(BlockId{0}, H(3)));
+  const std::optional<BlockId> existing = pool->Acquire(H(3));
+  ASSERT_TRUE(existing.has_value());
+  b.ReplaceBlock(*pool, 0, *existing);
+  EXPECT_EQ(Ids(b), (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(b.n_tokens(), 6);
+  EXPECT_EQ(pool->refcount(BlockId{0}), 2);
+  EXPECT_FALSE(pool->IsAllocated(BlockId{1}));
+  EXPECT_EQ(pool->Allocate(), BlockId{3});  // never used, ahead of 1 in the free list
+  EXPECT_EQ(pool->Allocate(), BlockId{1});
+  pool->Release(BlockId{3});
+  pool->Release(BlockId{1});
+  a.Release(*pool);
+  b.Release(*pool);
+  EXPECT_EQ(pool->num_in_use(), 0);
 }
 
 TEST(BlockTableTest, ReleaseFreesTailFirstAndMoveTransfersOwnership) {
@@ -120,9 +315,9 @@ TEST(BlockTableTest, ReleaseFreesTailFirstAndMoveTransfersOwnership) {
   next.Release(*pool);
 }
 
-// Many tables growing, shrinking and releasing at random: no slot is in two tables, and
-// the pool's free count always equals its size minus the blocks the tables hold.
-TEST(BlockTableTest, RandomOperationsKeepOwnershipExclusive) {
+// Many tables growing, shrinking and releasing at random, without sharing: no slot is in
+// two tables, and the pool's free count equals its size minus the blocks the tables hold.
+TEST(BlockTableTest, RandomOperationsKeepPrivateBlocksExclusive) {
   auto pool = MakePool(50);
   std::mt19937 rng(3);
   std::vector<BlockTable> tables(7);
@@ -142,9 +337,11 @@ TEST(BlockTableTest, RandomOperationsKeepOwnershipExclusive) {
         }
         break;
       }
-      case 2:
-        t.Truncate(*pool, t.n_tokens() == 0 ? 0 : static_cast<int64_t>(rng() % t.n_tokens()));
+      case 2: {
+        const int64_t want = t.n_tokens() == 0 ? 0 : static_cast<int64_t>(rng() % t.n_tokens());
+        ASSERT_EQ(t.Truncate(*pool, want), want);  // private blocks: never shortened
         break;
+      }
       default:
         if (rng() % 4 == 0) t.Release(*pool);
     }
@@ -155,7 +352,7 @@ TEST(BlockTableTest, RandomOperationsKeepOwnershipExclusive) {
       ASSERT_EQ(u.capacity_tokens(), static_cast<int64_t>(u.blocks().size()) * 4);
       for (BlockId id : u.blocks()) {
         ASSERT_TRUE(seen.insert(id.value).second) << "block " << id.value << " owned twice";
-        ASSERT_TRUE(pool->IsAllocated(id));
+        ASSERT_EQ(pool->refcount(id), 1);
       }
       held += static_cast<int64_t>(u.blocks().size());
     }
@@ -163,6 +360,21 @@ TEST(BlockTableTest, RandomOperationsKeepOwnershipExclusive) {
   }
   for (BlockTable& t : tables) t.Release(*pool);
   EXPECT_EQ(pool->num_free(), 50);
+}
+
+TEST(BlockTableDeathTest, MisuseAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto pool = MakePool(4);
+  BlockTable t;
+  ASSERT_TRUE(t.Reserve(*pool, 6));
+  const BlockId spare = *pool->Allocate();
+  EXPECT_DEATH(t.AppendShared(*pool, spare), "AppendShared after a partly used block");
+  EXPECT_DEATH(t.ReplaceBlock(*pool, 1, spare), "which is partly used");
+  EXPECT_DEATH(t.ReplaceBlock(*pool, 2, spare), "ReplaceBlock of block 2 of a table of 2");
+  BlockTable u;
+  EXPECT_DEATH(u.AppendShared(*pool, BlockId{3}), "which the caller holds no reference to");
+  pool->Release(spare);
+  t.Release(*pool);
 }
 
 #ifndef NDEBUG
