@@ -187,6 +187,7 @@ struct Engine::Impl {
   std::vector<KvSequence> pinned;                          // published prefixes
   absl::flat_hash_map<std::string, double> tenant_served;  // tokens computed per tenant
   uint64_t next_arrival = 0;
+  Clock::time_point last_expiry = Clock::now();
   int64_t admissions = 0;
   std::vector<float> logits;
   EngineStats stats;
@@ -274,8 +275,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
   if (opts.max_batch_tokens < opts.max_seqs) {
     // Every running sequence must be able to decode in every step.
     return absl::InvalidArgumentError(absl::StrCat("max_batch_tokens (", opts.max_batch_tokens,
-                                                   ") must be >= max_seqs (", opts.max_seqs,
-                                                   ")"));
+                                                   ") must be >= max_seqs (", opts.max_seqs, ")"));
   }
   if (opts.block_tokens < 1) {
     return absl::InvalidArgumentError(
@@ -324,7 +324,7 @@ void Engine::Impl::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu);
       if (commands.empty() && !stopping && (paused || !HasWork())) {
-        // Idle: wake for commands, or once a second to expire sessions.
+        // Idle: wake for commands, or after a second to expire sessions.
         cv.wait_for(lock, std::chrono::seconds(1));
       }
       todo.swap(commands);
@@ -333,7 +333,11 @@ void Engine::Impl::Loop() {
     }
     for (auto& c : todo) c();
     if (stop) break;
-    ExpireNow();
+    if (opts.expiry_interval != absl::InfiniteDuration() &&
+        Clock::now() - last_expiry >= absl::ToChronoNanoseconds(opts.expiry_interval)) {
+      last_expiry = Clock::now();
+      ExpireNow();
+    }
     if (HasWork() && !pause) Step();
   }
   Shutdown();
@@ -878,7 +882,8 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(std::string_view tenant,
   if (params.ttl && *params.ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ttl must be positive");
   }
-  return m.Call([&]() -> absl::StatusOr<SessionInfo> {
+  std::shared_ptr<ResponseStream::State> prefill_done;
+  absl::StatusOr<SessionInfo> info = m.Call([&]() -> absl::StatusOr<SessionInfo> {
     auto s = std::make_unique<SessionState>();
     s->id = SessionId::Random();
     s->tenant = std::string(tenant);
@@ -919,11 +924,17 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(std::string_view tenant,
     if (prefill) {
       prefill->session = raw;
       prefill->n_prompt = static_cast<int64_t>(raw->kv.tokens.size());
+      prefill_done = prefill->out;
       m.runs[raw->id].active = prefill.get();
       m.Enqueue(std::move(prefill));
     }
     return m.Info(*raw);
   });
+  if (!info.ok() || prefill_done == nullptr) return info;
+  // The session is ready once its system prompt is in KV (if the prefill could not run, e.g.
+  // for want of blocks, the first turn computes it instead).
+  ResponseStream(prefill_done).Wait();
+  return GetSession(tenant, info->id);
 }
 
 absl::StatusOr<StreamPtr> Engine::Continue(std::string_view tenant, std::string_view session_id,

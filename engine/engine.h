@@ -67,6 +67,9 @@ struct EngineOptions {
   // Where "now" comes from (sessions' timestamps and TTL); absl::Now when empty. Tests pass
   // a fake clock and call ExpireSessions() to make expiry happen without waiting.
   std::function<absl::Time()> clock;
+  // How often the loop deletes expired sessions by itself; InfiniteDuration: only when
+  // ExpireSessions() is called (tests that move a fake clock).
+  absl::Duration expiry_interval = absl::Seconds(1);
 };
 
 // A turn of a session (Continue) or a stateless request (Generate). Exactly one of
@@ -193,7 +196,8 @@ class Engine {
   // Stops the loop: every request still running or waiting ends with Cancelled.
   ~Engine();
 
-  // Sessions. `tenant` scopes every call ("" is a tenant like any other).
+  // Sessions. `tenant` scopes every call ("" is a tenant like any other). CreateSession
+  // returns once the system prompt's KV is computed (so the session is idle and ready).
   absl::StatusOr<SessionInfo> CreateSession(std::string_view tenant, const SessionParams& params);
   absl::StatusOr<StreamPtr> Continue(std::string_view tenant, std::string_view session_id,
                                      TurnParams params);

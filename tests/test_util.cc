@@ -41,6 +41,42 @@ TempDirs& Temps() {
   return *t;
 }
 
+// Runs argv with stdout and stderr captured into files under `dir`, and stdin read from
+// `stdin_path` (nullptr: inherited).
+CommandResult Spawn(const std::vector<std::string>& argv, const std::string* stdin_path,
+                    const std::string& dir) {
+  CommandResult result;
+  const std::string out_path = dir + "/stdout", err_path = dir + "/stderr";
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (stdin_path != nullptr) {
+    posix_spawn_file_actions_addopen(&actions, 0, stdin_path->c_str(), O_RDONLY, 0);
+  }
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) == 0) {
+    int status = 0;
+    if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
+      result.exit_code = WEXITSTATUS(status);
+  }
+  posix_spawn_file_actions_destroy(&actions);
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  result.out = slurp(out_path);
+  result.err = slurp(err_path);
+  return result;
+}
+
 }  // namespace
 
 std::string SourceDir() { return MNEMO_SOURCE_DIR; }
@@ -97,34 +133,18 @@ std::string BenchBinary(const std::string& name) {
 }
 
 CommandResult RunCommand(const std::vector<std::string>& argv) {
-  CommandResult result;
+  return Spawn(argv, nullptr, MakeTempDir());
+}
+
+CommandResult RunCommandWithInput(const std::vector<std::string>& argv,
+                                  const std::string& stdin_text) {
   const std::string dir = MakeTempDir();
-  const std::string out_path = dir + "/stdout", err_path = dir + "/stderr";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) == 0) {
-    int status = 0;
-    if (waitpid(pid, &status, 0) == pid && WIFEXITED(status))
-      result.exit_code = WEXITSTATUS(status);
+  const std::string in_path = dir + "/stdin";
+  {
+    std::ofstream in(in_path, std::ios::binary);
+    in << stdin_text;
   }
-  posix_spawn_file_actions_destroy(&actions);
-  auto slurp = [](const std::string& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  result.out = slurp(out_path);
-  result.err = slurp(err_path);
-  return result;
+  return Spawn(argv, &in_path, dir);
 }
 
 }  // namespace mnemo::testing

@@ -39,6 +39,9 @@ struct CommandResult {
 };
 // Runs argv[0] with arguments argv[1..] (no shell), capturing stdout and stderr.
 CommandResult RunCommand(const std::vector<std::string>& argv);
+// The same, with `stdin_text` as the command's whole standard input (then end of file).
+CommandResult RunCommandWithInput(const std::vector<std::string>& argv,
+                                  const std::string& stdin_text);
 
 }  // namespace mnemo::testing
 

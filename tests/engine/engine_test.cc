@@ -213,6 +213,7 @@ TEST(Engine, RewindDeleteAndTtlReturnEveryBlock) {
   absl::Time now = absl::FromUnixSeconds(1000);
   std::mutex mu;
   EngineOptions o;
+  o.expiry_interval = absl::InfiniteDuration();
   o.clock = [&] {
     std::lock_guard<std::mutex> lock(mu);
     return now;

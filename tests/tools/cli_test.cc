@@ -47,6 +47,12 @@ TEST(CliParse, ErrorsNameTheArgument) {
   EXPECT_NE(too_few.status().message().find("usage"), std::string::npos);
   auto too_many = Parse(TestSpec(), {"a", "b", "c"});
   EXPECT_FALSE(too_many.ok());
+  CommandSpec long_usage = TestSpec();
+  long_usage.usage = "A [--json]\n       [--n N]";
+  auto one_line = Parse(long_usage, {});
+  ASSERT_FALSE(one_line.ok());
+  EXPECT_EQ(one_line.status().message(),
+            "usage: mnemo t A [--json] ... (mnemo t --help lists them all)");
   auto bad_int = Parse(TestSpec(), {"a", "--n", "5x"});
   ASSERT_TRUE(bad_int.ok());
   auto n = bad_int->GetInt("n", 0);

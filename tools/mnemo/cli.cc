@@ -101,7 +101,13 @@ absl::StatusOr<ParsedArgs> Parse(const CommandSpec& spec, const std::vector<std:
   if (!out.Has("help")) {
     const int n = static_cast<int>(out.positionals_.size());
     if (n < spec.min_positionals || n > spec.max_positionals) {
-      return absl::InvalidArgumentError(absl::StrCat("usage: mnemo ", spec.name, " ", spec.usage));
+      // Errors are one line: a usage of several lines is cut after its first.
+      const size_t eol = spec.usage.find('\n');
+      return absl::InvalidArgumentError(
+          absl::StrCat("usage: mnemo ", spec.name, " ", spec.usage.substr(0, eol),
+                       eol == std::string::npos
+                           ? ""
+                           : absl::StrCat(" ... (mnemo ", spec.name, " --help lists them all)")));
     }
   }
   return out;

@@ -2,7 +2,6 @@
 //                [--top-p P] [--min-p P] [--seed S] [--threads N] [--device cpu|cuda[:N]]
 //                [--json] [--top-logprobs K]
 #include <cstdio>
-#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,6 +13,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/mnemo/cli.h"
 #include "tools/mnemo/commands.h"
+#include "tools/mnemo/sampling_flags.h"
 
 namespace mnemo::cli {
 namespace {
@@ -31,19 +31,16 @@ const CommandSpec& Spec() {
           "Generates a continuation of TEXT and streams it to stdout; prompt and\n"
           "generation speeds go to stderr at the end. --temperature 0 is greedy and\n"
           "deterministic (the same ids at any thread count).",
-      .flags = {{"prompt", true, "TEXT", "the prompt (required)"},
-                {"chat", false, "", "render TEXT as a user message with the chat template"},
-                {"max-tokens", true, "N", "generate at most N tokens (default 128)"},
-                {"temperature", true, "T", "sampling temperature, 0 = greedy (default 0.8)"},
-                {"top-k", true, "K", "keep the K most likely tokens, 0 = off (default 40)"},
-                {"top-p", true, "P", "nucleus sampling mass, 1 = off (default 0.95)"},
-                {"min-p", true, "P", "drop tokens below P x the best one (default 0.05)"},
-                {"seed", true, "S", "sampling seed (default: random)"},
-                {"threads", true, "N", "CPU threads, 0 = all (default 0)"},
-                {"device", true, "DEV", "cpu (default) or cuda[:N]"},
-                {"json", false, "", "print one JSON object with ids, text and timings"},
-                {"top-logprobs", true, "K",
-                 "with --json: the K most likely ids per position (0-20)"}},
+      .flags =
+          JoinFlags({{{"prompt", true, "TEXT", "the prompt (required)"},
+                      {"chat", false, "", "render TEXT as a user message with the chat template"},
+                      {"max-tokens", true, "N", "generate at most N tokens (default 128)"}},
+                     SamplingFlagSpecs(),
+                     {{"threads", true, "N", "CPU threads, 0 = all (default 0)"},
+                      {"device", true, "DEV", "cpu (default) or cuda[:N]"},
+                      {"json", false, "", "print one JSON object with ids, text and timings"},
+                      {"top-logprobs", true, "K",
+                       "with --json: the K most likely ids per position (0-20)"}}}),
       .min_positionals = 1,
       .max_positionals = 1,
   };
@@ -95,16 +92,11 @@ int RunGenerate(const std::vector<std::string>& args) {
   req.prompt = *parsed->Get("prompt");
   req.chat = parsed->Has("chat");
   auto max_tokens = parsed->GetInt("max-tokens", 128);
-  auto temperature = parsed->GetDouble("temperature", 0.8);
-  auto top_k = parsed->GetInt("top-k", 40);
-  auto top_p = parsed->GetDouble("top-p", 0.95);
-  auto min_p = parsed->GetDouble("min-p", 0.05);
-  auto seed = parsed->GetInt("seed", -1);
+  auto sampling = SamplingFromFlags(*parsed);
   auto threads = parsed->GetInt("threads", 0);
   auto top_logprobs = parsed->GetInt("top-logprobs", 0);
   for (const absl::Status& s :
-       {max_tokens.status(), temperature.status(), top_k.status(), top_p.status(), min_p.status(),
-        seed.status(), threads.status(), top_logprobs.status()}) {
+       {max_tokens.status(), sampling.status(), threads.status(), top_logprobs.status()}) {
     if (!s.ok()) return Fail(AsStd(s.message()), 2);
   }
   if (*max_tokens < 0) return Fail("--max-tokens must be >= 0", 2);
@@ -114,14 +106,8 @@ int RunGenerate(const std::vector<std::string>& args) {
   }
   if (*top_logprobs > 0 && !parsed->Has("json")) return Fail("--top-logprobs needs --json", 2);
   req.stop.max_tokens = static_cast<int>(*max_tokens);
-  req.sampling.temperature = static_cast<float>(*temperature);
-  req.sampling.top_k = static_cast<int>(*top_k);
-  req.sampling.top_p = static_cast<float>(*top_p);
-  req.sampling.min_p = static_cast<float>(*min_p);
+  req.sampling = *sampling;
   req.sampling.top_logprobs = static_cast<int>(*top_logprobs);
-  req.sampling.seed = *seed >= 0
-                          ? static_cast<uint64_t>(*seed)
-                          : (uint64_t{std::random_device()()} << 32) | std::random_device()();
   if (absl::Status s = CheckDevice(parsed->Get("device").value_or("cpu")); !s.ok()) {
     return Fail(AsStd(s.message()), absl::IsInvalidArgument(s) ? 2 : 1);
   }

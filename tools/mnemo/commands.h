@@ -11,5 +11,6 @@ int RunInspect(const std::vector<std::string>& args);
 int RunTokenize(const std::vector<std::string>& args);
 int RunMakeTestModel(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
+int RunChat(const std::vector<std::string>& args);
 
 }  // namespace mnemo::cli

@@ -19,6 +19,7 @@ constexpr Subcommand kSubcommands[] = {
      mnemo::cli::RunInspect},
     {"tokenize", "print the token ids (and pieces) of a text", mnemo::cli::RunTokenize},
     {"generate", "generate text from a prompt (CPU)", mnemo::cli::RunGenerate},
+    {"chat", "an interactive multi-turn chat on one session (CPU)", mnemo::cli::RunChat},
     {"make-test-model", "write a tiny random-weight model for tests", mnemo::cli::RunMakeTestModel},
 };
 
