@@ -292,21 +292,10 @@ absl::StatusOr<TurnSample> RunTurn(const std::function<absl::StatusOr<StreamPtr>
   return s;
 }
 
-// Blocks until the session's system-prompt prefill (queued by CreateSession) has run, so that
-// turn 1's time to first token is its own.
-absl::Status WaitIdle(Engine& engine, const std::string& id) {
-  for (;;) {
-    absl::StatusOr<engine::SessionInfo> info = engine.GetSession("", id);
-    if (!info.ok()) return info.status();
-    if (!info->busy) return absl::OkStatus();
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-}
-
-// Replays `c` on `engine` in `mode`; one sample per turn.
+// Replays `c` on `engine` in `mode`; one sample per turn. (CreateSession returns once the
+// system prompt is in KV, so turn 1's time to first token is its own.)
 absl::StatusOr<std::vector<TurnSample>> RunConversation(Engine& engine, Mode mode,
-                                                        const Conversation& c,
-                                                        bool settle_system_prompt) {
+                                                        const Conversation& c) {
   std::vector<TurnSample> samples;
   const int turns = static_cast<int>(c.user.size());
   if (mode == Mode::kStateful) {
@@ -314,9 +303,6 @@ absl::StatusOr<std::vector<TurnSample>> RunConversation(Engine& engine, Mode mod
     sp.system_prompt = std::string(kSystemPrompt);
     absl::StatusOr<engine::SessionInfo> session = engine.CreateSession("", sp);
     if (!session.ok()) return session.status();
-    if (settle_system_prompt) {
-      if (absl::Status st = WaitIdle(engine, session->id); !st.ok()) return st;
-    }
     for (int t = 0; t < turns; ++t) {
       std::string reply;
       absl::StatusOr<TurnSample> s = RunTurn(
@@ -353,6 +339,7 @@ absl::StatusOr<std::vector<TurnSample>> RunConversation(Engine& engine, Mode mod
 
 struct EngineCounters {
   int64_t computed = 0, cached = 0, generated = 0, prefix_hits = 0, preemptions = 0;
+  double busy_seconds = 0.0;  // in forward steps and sampling
 };
 
 EngineCounters Delta(const EngineStats& before, const EngineStats& after) {
@@ -360,15 +347,14 @@ EngineCounters Delta(const EngineStats& before, const EngineStats& after) {
           .cached = after.tokens_cached - before.tokens_cached,
           .generated = after.tokens_generated - before.tokens_generated,
           .prefix_hits = after.prefix_hits - before.prefix_hits,
-          .preemptions = after.preemptions - before.preemptions};
+          .preemptions = after.preemptions - before.preemptions,
+          .busy_seconds = after.busy_seconds - before.busy_seconds};
 }
 
 json CountersJson(const EngineCounters& c) {
-  return {{"tokens_computed", c.computed},
-          {"tokens_cached", c.cached},
-          {"tokens_generated", c.generated},
-          {"prefix_hits", c.prefix_hits},
-          {"preemptions", c.preemptions}};
+  return {{"tokens_computed", c.computed},   {"tokens_cached", c.cached},
+          {"tokens_generated", c.generated}, {"prefix_hits", c.prefix_hits},
+          {"preemptions", c.preemptions},    {"busy_seconds", c.busy_seconds}};
 }
 
 // A fresh engine with room for `live_tokens` tokens of KV at once (plus a partial block per
@@ -409,6 +395,19 @@ int64_t ConversationTokens(int turns, int max_user, int max_reply) {
 
 // ---- part 1: time to first token by turn -------------------------------------------------
 
+// Flops of a prefill that computes `n` new tokens after `c` tokens of history: every matrix
+// once per token (the embedding lookup is free, the output head runs for the last token
+// only), and attention, whose q.k and p.v cost 4 * n_heads * head_dim per layer and per
+// attended position (token c + i attends c + i + 1 positions).
+double PrefillFlops(const engine::Model& model, double c, double n) {
+  const engine::ModelConfig& cfg = model.config();
+  const double table = double{1} * cfg.vocab_size * cfg.d_model;
+  const double matmul_params =
+      static_cast<double>(model.n_params()) - table * (cfg.tied_embeddings ? 1 : 2);
+  const double attention = 4.0 * cfg.n_heads * cfg.head_dim * cfg.n_layers;
+  return 2.0 * matmul_params * n + 2.0 * table + attention * (n * c + n * (n + 1) / 2);
+}
+
 absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& text,
                                  const Flags& f) {
   const int64_t conv_tokens = ConversationTokens(f.turns, f.ttft_tokens, f.max_reply_tokens);
@@ -429,7 +428,7 @@ absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& t
         MakeConversation(text, f, /*salt=*/1, c, f.turns, f.ttft_tokens, f.ttft_tokens);
     for (size_t m = 0; m < std::size(kModes); ++m) {
       const Clock::time_point t0 = Clock::now();
-      auto s = RunConversation(*engines[m], kModes[m], conv, /*settle_system_prompt=*/true);
+      auto s = RunConversation(*engines[m], kModes[m], conv);
       if (!s.ok()) return s.status();
       mode_seconds[m] += Since(t0);
       samples[m].push_back(std::move(*s));
@@ -456,6 +455,10 @@ absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& t
       prompt_tokens.push_back(Median(prompt));
     }
     const double first = by_turn.front().get<double>(), last = by_turn.back().get<double>();
+    auto flops = [&](size_t t) {
+      const double n = new_tokens[t].get<double>();
+      return PrefillFlops(model, prompt_tokens[t].get<double>() - n, n);
+    };
     json entry = CountersJson(Delta(before[m], engines[m]->Stats()));
     entry["prefix_cache"] = kModes[m] != Mode::kRecompute;
     entry["sessions"] = kModes[m] == Mode::kStateful;
@@ -464,6 +467,9 @@ absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& t
     entry["computed_tokens_by_turn"] = new_tokens;
     entry["prompt_tokens_by_turn"] = prompt_tokens;
     entry["ttft_ratio_last_first"] = first > 0 ? last / first : 0.0;
+    // What the ratio would be if time followed the model's flops (matrices and attention at
+    // the same rate): the part of the growth that no kernel speed removes.
+    entry["flops_ratio_last_first"] = flops(by_turn.size() - 1) / flops(0);
     entry["seconds"] = mode_seconds[m];
     modes[ModeName(kModes[m])] = entry;
   }
@@ -507,14 +513,14 @@ absl::StatusOr<ServeResult> Serve(const engine::Model& model, const Flags& f,
     for (int i = 0; i < n; ++i) {
       clients.emplace_back([&, i] {
         start.arrive_and_wait();
-        out[i] = RunConversation(**engine, Mode::kStateful, convs[i], false);
+        out[i] = RunConversation(**engine, Mode::kStateful, convs[i]);
       });
     }
     start.arrive_and_wait();
     for (std::thread& t : clients) t.join();
   } else {
     for (int i = 0; i < n; ++i) {
-      out[i] = RunConversation(**engine, Mode::kStateful, convs[i], false);
+      out[i] = RunConversation(**engine, Mode::kStateful, convs[i]);
     }
   }
   ServeResult r;
@@ -588,11 +594,13 @@ void PrintText(const json& j) {
     }
     std::printf("\n");
   }
-  std::printf("%5s", "last/1");
-  for (Mode m : kModes) {
-    std::printf(" %13.2fx %8s", modes[ModeName(m)]["ttft_ratio_last_first"].get<double>(), "");
+  for (const char* key : {"ttft_ratio_last_first", "flops_ratio_last_first"}) {
+    std::printf("%-6s", key[0] == 't' ? "last/1" : "flops");
+    for (Mode m : kModes) std::printf("%14.2fx %8s", modes[ModeName(m)][key].get<double>(), "");
+    std::printf("\n");
   }
-  std::printf("\n\n%-14s %16s %16s %16s\n", "mode", "tokens computed", "tokens reused",
+  std::printf("(flops: the ratio if time followed the model's flops, attention included)\n");
+  std::printf("\n%-14s %16s %16s %16s\n", "mode", "tokens computed", "tokens reused",
               "tokens generated");
   for (Mode m : kModes) {
     const json& e = modes[ModeName(m)];
@@ -604,13 +612,15 @@ void PrintText(const json& j) {
   const json& tp = j["throughput"];
   std::printf("\n== throughput: %d stateful sessions of %d turns ==\n", tp["sessions"].get<int>(),
               tp["turns"].get<int>());
-  std::printf("%-14s %10s %14s %14s\n", "served", "seconds", "generated/s", "total/s");
+  std::printf("%-14s %10s %10s %14s %14s\n", "served", "seconds", "busy s", "generated/s",
+              "total/s");
   for (const char* k : {"serial", "concurrent"}) {
     const json& r = tp[k];
-    std::printf("%-14s %10.1f %14.1f %14.1f\n", k, r["seconds"].get<double>(),
-                r["generated_tokens_per_s"].get<double>(), r["total_tokens_per_s"].get<double>());
+    std::printf("%-14s %10.1f %10.1f %14.1f %14.1f\n", k, r["seconds"].get<double>(),
+                r["busy_seconds"].get<double>(), r["generated_tokens_per_s"].get<double>(),
+                r["total_tokens_per_s"].get<double>());
   }
-  std::printf("%-14s %10s %13.2fx %13.2fx\n", "ratio", "",
+  std::printf("%-14s %10s %10s %13.2fx %13.2fx\n", "ratio", "", "",
               tp["ratio_generated_tokens_per_s"].get<double>(),
               tp["ratio_total_tokens_per_s"].get<double>());
   std::printf(
