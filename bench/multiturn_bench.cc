@@ -102,7 +102,7 @@ struct Flags {
   int turns = 10;                                    // part 1
   int ttft_tokens = 200;                             // part 1: user tokens of every turn
   int concurrency = 32;                              // part 2: sessions
-  int throughput_turns = 4;                          // part 2: turns of each session
+  int throughput_turns = 3;                          // part 2: turns of each session
   int min_user_tokens = 100, max_user_tokens = 300;  // part 2
   int min_reply_tokens = 32, max_reply_tokens = 64;  // both parts
   uint64_t seed = 1;
@@ -439,11 +439,14 @@ absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& t
   json modes = json::object();
   for (size_t m = 0; m < std::size(kModes); ++m) {
     json by_turn = json::array(), engine_by_turn = json::array(), new_tokens = json::array(),
-         prompt_tokens = json::array();
+         prompt_tokens = json::array(), decode_rate = json::array();
     std::vector<double> firsts;
     for (int t = 0; t < f.turns; ++t) {
-      std::vector<double> ttft, engine_ttft, fresh, prompt;
+      std::vector<double> ttft, engine_ttft, fresh, prompt, rate;
       for (const auto& conv : samples[m]) {
+        // Tokens after the first, over the time after the first.
+        rate.push_back(static_cast<double>(conv[t].completion_tokens - 1) /
+                       std::max(conv[t].seconds - conv[t].ttft, 1e-9));
         ttft.push_back(conv[t].ttft);
         engine_ttft.push_back(conv[t].engine_ttft);
         fresh.push_back(static_cast<double>(conv[t].prompt_tokens - conv[t].cached_tokens));
@@ -453,6 +456,7 @@ absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& t
       engine_by_turn.push_back(1e3 * Median(engine_ttft));
       new_tokens.push_back(Median(fresh));
       prompt_tokens.push_back(Median(prompt));
+      decode_rate.push_back(Median(rate));
     }
     const double first = by_turn.front().get<double>(), last = by_turn.back().get<double>();
     auto flops = [&](size_t t) {
@@ -466,6 +470,7 @@ absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& t
     entry["engine_ttft_ms_by_turn"] = engine_by_turn;
     entry["computed_tokens_by_turn"] = new_tokens;
     entry["prompt_tokens_by_turn"] = prompt_tokens;
+    entry["decode_tokens_per_s_by_turn"] = decode_rate;
     entry["ttft_ratio_last_first"] = first > 0 ? last / first : 0.0;
     // What the ratio would be if time followed the model's flops (matrices and attention at
     // the same rate): the part of the growth that no kernel speed removes.
@@ -482,6 +487,7 @@ struct ServeResult {
   double seconds = 0.0;
   double ttft_seconds = 0.0;  // summed over turns (client)
   EngineCounters counters;
+  double load_after = 0.0;  // the 1-minute load average at the end
 };
 
 json ServeJson(const ServeResult& r) {
@@ -491,6 +497,7 @@ json ServeJson(const ServeResult& r) {
   j["total_tokens_per_s"] =
       static_cast<double>(r.counters.computed + r.counters.generated) / r.seconds;
   j["ttft_seconds_sum"] = r.ttft_seconds;
+  j["load_average_after"] = r.load_after;
   return j;
 }
 
@@ -526,6 +533,7 @@ absl::StatusOr<ServeResult> Serve(const engine::Model& model, const Flags& f,
   ServeResult r;
   r.seconds = Since(t0);
   r.counters = Delta(before, (*engine)->Stats());
+  r.load_after = LoadAverage();
   for (const auto& o : out) {
     if (!o.ok()) return o.status();
     for (const TurnSample& s : *o) r.ttft_seconds += s.ttft;
@@ -599,7 +607,18 @@ void PrintText(const json& j) {
     for (Mode m : kModes) std::printf("%14.2fx %8s", modes[ModeName(m)][key].get<double>(), "");
     std::printf("\n");
   }
-  std::printf("(flops: the ratio if time followed the model's flops, attention included)\n");
+  std::printf("%-6s", "decode");
+  for (Mode m : kModes) {
+    const json& rate = modes[ModeName(m)]["decode_tokens_per_s_by_turn"];
+    std::printf(
+        "%15s %8s",
+        absl::StrFormat("%.0f..%.0f/s", rate.front().get<double>(), rate.back().get<double>())
+            .c_str(),
+        "");
+  }
+  std::printf(
+      "\n(flops: the ratio if time followed the model's flops, attention included; "
+      "decode: tokens/s after the first token, turn 1..last)\n");
   std::printf("\n%-14s %16s %16s %16s\n", "mode", "tokens computed", "tokens reused",
               "tokens generated");
   for (Mode m : kModes) {
