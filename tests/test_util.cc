@@ -128,6 +128,10 @@ std::string FromHex(const std::string& hex) {
 
 std::string MnemoBinary() { return std::string(MNEMO_BINARY_DIR) + "/mnemo"; }
 
+std::string BenchBinary(const std::string& name) {
+  return std::string(MNEMO_BINARY_DIR) + "/bench/" + name;
+}
+
 CommandResult RunCommand(const std::vector<std::string>& argv) {
   return Spawn(argv, nullptr, MakeTempDir());
 }

@@ -29,6 +29,8 @@ std::string FromHex(const std::string& hex);
 
 // The `mnemo` binary of this build.
 std::string MnemoBinary();
+// A benchmark binary of this build (bench/<name>, e.g. "mnemo_multiturn_bench").
+std::string BenchBinary(const std::string& name);
 
 struct CommandResult {
   int exit_code = -1;
