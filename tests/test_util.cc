@@ -126,6 +126,14 @@ std::string FromHex(const std::string& hex) {
   return out;
 }
 
+int TestKernelThreads() {
+#if defined(__SANITIZE_THREAD__)  // gcc -fsanitize=thread (MNEMO_TSAN)
+  return 1;
+#else
+  return 2;
+#endif
+}
+
 std::string MnemoBinary() { return std::string(MNEMO_BINARY_DIR) + "/mnemo"; }
 
 std::string BenchBinary(const std::string& name) {

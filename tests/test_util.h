@@ -27,6 +27,14 @@ std::string ReadFile(const std::string& path);
 // hex-encoded so that invalid UTF-8 survives JSON.
 std::string FromHex(const std::string& hex);
 
+// Kernel threads for tests that run forward passes in an Engine or Generator: 2, or 1 in a
+// ThreadSanitizer build (tools/tsan.sh). oneTBB is not instrumented, so under TSan every
+// hand-off to a TBB worker is a race report that TSan replays before tools/tsan.supp drops
+// it (an engine test then takes tens of minutes); and since the forward pass runs inside a
+// task_arena, its accesses are under libtbb frames, suppressed whatever the thread count.
+// One kernel thread loses TSan nothing and keeps every thread of the engine's own.
+int TestKernelThreads();
+
 // The `mnemo` binary of this build.
 std::string MnemoBinary();
 // A benchmark binary of this build (bench/<name>, e.g. "mnemo_multiturn_bench").

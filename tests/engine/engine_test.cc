@@ -65,7 +65,7 @@ TurnResult Await(absl::StatusOr<StreamPtr> stream) {
 // against the float64 reference): what recomputing the whole conversation gives.
 std::vector<TokenId> FromScratch(const Model& model, const std::vector<TokenId>& prompt,
                                  int max_tokens, const StopParams& stop = {}) {
-  auto gen = Generator::Create(model, {.threads = 2});
+  auto gen = Generator::Create(model, {.threads = testing::TestKernelThreads()});
   EXPECT_TRUE(gen.ok()) << gen.status();
   GenerateRequest r;
   r.prompt_ids = prompt;
@@ -78,7 +78,7 @@ std::vector<TokenId> FromScratch(const Model& model, const std::vector<TokenId>&
 }
 
 std::unique_ptr<Engine> MakeEngine(const Model& model, EngineOptions o = {}) {
-  o.threads = 2;
+  o.threads = testing::TestKernelThreads();
   if (o.kv_budget_bytes == (uint64_t{1} << 30)) o.kv_budget_bytes = 64 << 20;
   auto e = Engine::Create(model, o);
   EXPECT_TRUE(e.ok()) << e.status();
