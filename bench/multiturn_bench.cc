@@ -14,13 +14,18 @@
 //   stateful      CreateSession(system) once, then Continue with the new user message only
 //
 // TTFT is taken by the client (the call to the first streamed token, rendering and
-// tokenization included); the table holds the median over conversations of each turn.
+// tokenization included); the table holds the median over conversations of each turn (and
+// the ratio of each turn's fastest one). Beside the measured ratio turn N / turn 1 stands the
+// ratio of the two prefills' flops (matrices and attention over the history): what the
+// ratio would be if time followed the arithmetic.
 //
 // Part 2, throughput of stateful sessions: `--concurrency` conversations of
 // `--throughput-turns` turns (user turns of 100..300 tokens, replies 32..64) served one at a
 // time on one fresh Engine, then all at once (one client thread per conversation, each
 // sending its next turn as soon as the last reply ends) on another; aggregate generated
-// tokens/s and (computed prompt + generated) tokens/s, and their ratio.
+// tokens/s and (computed prompt + generated) tokens/s, and their ratio. The ceiling, measured
+// in the same run: the engine's rate on full max_batch_tokens steps. Three turns per session
+// by default (not ten) to keep the default run near 5 minutes on 2 quiet vCPUs.
 //
 // User text: words of --text (default /usr/share/common-licenses/GPL-3, present on every
 // Debian system; a public-domain paragraph is used when it cannot be read), from a seeded
@@ -38,13 +43,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <latch>
 #include <limits>
 #include <memory>
-#include <random>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -54,6 +56,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/multiturn_workload.h"
 #include "engine/engine.h"
 #include "engine/model/model.h"
 #include "nlohmann/json.hpp"
@@ -73,27 +76,6 @@ using Clock = std::chrono::steady_clock;
 constexpr char kSystemPrompt[] =
     "You are a helpful assistant. The user shares passages of a text one after another; "
     "comment briefly on each.";
-
-// The Gettysburg Address (public domain): the user text when --text cannot be read.
-constexpr char kFallbackText[] =
-    "Four score and seven years ago our fathers brought forth on this continent, a new "
-    "nation, conceived in Liberty, and dedicated to the proposition that all men are created "
-    "equal. Now we are engaged in a great civil war, testing whether that nation, or any "
-    "nation so conceived and so dedicated, can long endure. We are met on a great "
-    "battle-field of that war. We have come to dedicate a portion of that field, as a final "
-    "resting place for those who here gave their lives that that nation might live. It is "
-    "altogether fitting and proper that we should do this. But, in a larger sense, we can "
-    "not dedicate -- we can not consecrate -- we can not hallow -- this ground. The brave "
-    "men, living and dead, who struggled here, have consecrated it, far above our poor power "
-    "to add or detract. The world will little note, nor long remember what we say here, but "
-    "it can never forget what they did here. It is for us the living, rather, to be "
-    "dedicated here to the unfinished work which they who fought here have thus far so nobly "
-    "advanced. It is rather for us to be here dedicated to the great task remaining before "
-    "us -- that from these honored dead we take increased devotion to that cause for which "
-    "they gave the last full measure of devotion -- that we here highly resolve that these "
-    "dead shall not have died in vain -- that this nation, under God, shall have a new birth "
-    "of freedom -- and that government of the people, by the people, for the people, shall "
-    "not perish from the earth.";
 
 struct Flags {
   std::string model;
@@ -130,106 +112,6 @@ double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// ---- the workload ----------------------------------------------------------------------
-
-// Words of a text, and user messages of an exact token count cut from them.
-class TextSource {
- public:
-  TextSource(std::vector<std::string> words, const engine::Tokenizer& tokenizer)
-      : words_(std::move(words)), tokenizer_(tokenizer) {}
-
-  // The words of the file at `path` (`*used` = path), or of the embedded paragraph when it
-  // cannot be read or is too short (`*used` says so).
-  static std::vector<std::string> LoadWords(const std::string& path, std::string* used) {
-    std::ifstream in(path);
-    std::vector<std::string> words;
-    std::string w;
-    while (in >> w) words.push_back(w);
-    *used = path;
-    if (words.size() < 200) {  // missing or too short: the embedded paragraph
-      words.clear();
-      std::istringstream fallback{std::string(kFallbackText)};
-      while (fallback >> w) words.push_back(w);
-      *used = "embedded Gettysburg Address";
-    }
-    return words;
-  }
-
-  // `tokens` tokens (as the model encodes the text alone) of consecutive words, starting at a
-  // sentence start drawn from `rng` and wrapping around the text; cut inside the last word
-  // where that keeps the count exact.
-  std::string Draw(std::mt19937_64& rng, int tokens) const {
-    const size_t n = words_.size();
-    size_t start = static_cast<size_t>(rng() % n);
-    for (size_t k = 0; k < n && !EndsSentence(words_[(start + n - 1) % n]); ++k) {
-      start = (start + 1) % n;
-    }
-    auto join = [&](int count) {
-      std::string text;
-      for (int i = 0; i < count; ++i) {
-        if (i > 0) text += ' ';
-        text += words_[(start + static_cast<size_t>(i)) % n];
-      }
-      return text;
-    };
-    // The fewest words that reach `tokens` (every word is at least one token, and a longer
-    // text never has fewer tokens): a binary search over the word count.
-    int lo = 1, hi = std::max(tokens, 1);
-    while (lo < hi) {
-      const int mid = lo + (hi - lo) / 2;
-      if (Count(join(mid)) >= tokens) {
-        hi = mid;
-      } else {
-        lo = mid + 1;
-      }
-    }
-    std::string text = join(lo);
-    std::vector<engine::TokenId> ids = Encode(text);
-    if (static_cast<int>(ids.size()) > tokens) {
-      ids.resize(static_cast<size_t>(tokens));
-      std::string cut = tokenizer_.Decode(ids);
-      if (Count(cut) == tokens) text = std::move(cut);
-    }
-    return text;
-  }
-
- private:
-  static bool EndsSentence(const std::string& w) {
-    return !w.empty() && (w.back() == '.' || w.back() == '?' || w.back() == '!');
-  }
-  std::vector<engine::TokenId> Encode(const std::string& text) const {
-    engine::EncodeOptions eo;
-    eo.add_bos = false;
-    eo.add_eos = false;
-    return tokenizer_.Encode(text, eo);
-  }
-  int Count(const std::string& text) const { return static_cast<int>(Encode(text).size()); }
-
-  std::vector<std::string> words_;
-  const engine::Tokenizer& tokenizer_;
-};
-
-struct Conversation {
-  std::vector<std::string> user;  // one message per turn
-  std::vector<int> reply_tokens;  // one count per turn
-};
-
-// Conversation `index` of stream `salt`: a pure function of (seed, salt, index).
-Conversation MakeConversation(const TextSource& text, const Flags& f, uint64_t salt, int index,
-                              int turns, int min_user, int max_user) {
-  std::seed_seq seq{f.seed, salt, static_cast<uint64_t>(index)};
-  std::mt19937_64 rng(seq);
-  auto draw = [&rng](int lo, int hi) {
-    return lo + static_cast<int>(rng() % static_cast<uint64_t>(hi - lo + 1));
-  };
-  Conversation c;
-  for (int t = 0; t < turns; ++t) {
-    c.user.push_back(text.Draw(rng, draw(min_user, max_user)));
-    c.reply_tokens.push_back(draw(f.min_reply_tokens, f.max_reply_tokens));
-  }
-  return c;
 }
 
 // ---- running conversations -------------------------------------------------------------
@@ -338,7 +220,7 @@ absl::StatusOr<std::vector<TurnSample>> RunConversation(Engine& engine, Mode mod
 // ---- engines -------------------------------------------------------------------------
 
 struct EngineCounters {
-  int64_t computed = 0, cached = 0, generated = 0, prefix_hits = 0, preemptions = 0;
+  int64_t computed = 0, cached = 0, generated = 0, prefix_hits = 0, preemptions = 0, steps = 0;
   double busy_seconds = 0.0;  // in forward steps and sampling
 };
 
@@ -348,13 +230,15 @@ EngineCounters Delta(const EngineStats& before, const EngineStats& after) {
           .generated = after.tokens_generated - before.tokens_generated,
           .prefix_hits = after.prefix_hits - before.prefix_hits,
           .preemptions = after.preemptions - before.preemptions,
+          .steps = after.steps - before.steps,
           .busy_seconds = after.busy_seconds - before.busy_seconds};
 }
 
 json CountersJson(const EngineCounters& c) {
   return {{"tokens_computed", c.computed},   {"tokens_cached", c.cached},
           {"tokens_generated", c.generated}, {"prefix_hits", c.prefix_hits},
-          {"preemptions", c.preemptions},    {"busy_seconds", c.busy_seconds}};
+          {"preemptions", c.preemptions},    {"steps", c.steps},
+          {"busy_seconds", c.busy_seconds}};
 }
 
 // A fresh engine with room for `live_tokens` tokens of KV at once (plus a partial block per
@@ -424,8 +308,12 @@ absl::StatusOr<json> RunTtftPart(const engine::Model& model, const TextSource& t
   std::vector<std::vector<std::vector<TurnSample>>> samples(std::size(kModes));
   std::vector<double> mode_seconds(std::size(kModes), 0.0);
   for (int c = 0; c < f.conversations; ++c) {
-    const Conversation conv =
-        MakeConversation(text, f, /*salt=*/1, c, f.turns, f.ttft_tokens, f.ttft_tokens);
+    const Conversation conv = MakeConversation(text, f.seed, /*salt=*/1, c,
+                                               {.turns = f.turns,
+                                                .min_user_tokens = f.ttft_tokens,
+                                                .max_user_tokens = f.ttft_tokens,
+                                                .min_reply_tokens = f.min_reply_tokens,
+                                                .max_reply_tokens = f.max_reply_tokens});
     for (size_t m = 0; m < std::size(kModes); ++m) {
       const Clock::time_point t0 = Clock::now();
       auto s = RunConversation(*engines[m], kModes[m], conv);
@@ -545,12 +433,43 @@ absl::StatusOr<ServeResult> Serve(const engine::Model& model, const Flags& f,
   return r;
 }
 
+// The ceiling of (prompt + generated) tokens/s: the engine's rate on full steps, i.e. one
+// stateless prompt of max_batch_tokens tokens (no prefix index), best of three. Every token
+// of a step costs the same matrix work, decode or prefill, so no mix of sessions runs
+// faster than this (their attention over longer histories makes them slower still).
+absl::StatusOr<double> FullStepTokensPerSecond(const engine::Model& model, const Flags& f,
+                                               int* tokens) {
+  auto engine = StartEngine(model, f, /*prefix_cache=*/false, 1024, 1);
+  if (!engine.ok()) return engine.status();
+  const int n = static_cast<int>(
+      std::min<int64_t>((*engine)->options().max_batch_tokens, (*engine)->context_length() / 2));
+  *tokens = n;
+  const int vocab = model.config().vocab_size;
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    TurnParams p;
+    for (int i = 0; i < n; ++i) p.tokens.push_back((i * 7919 + rep * 104729 + 17) % vocab);
+    p.sampling.temperature = 0.0f;
+    p.stop.max_tokens = 1;
+    absl::StatusOr<StreamPtr> s = (*engine)->Generate("", std::move(p));
+    if (!s.ok()) return s.status();
+    const engine::TurnResult& r = (*s)->Wait();
+    if (!r.status.ok()) return r.status;
+    best = std::max(best, n / std::max(r.ttft_seconds, 1e-9));
+  }
+  return best;
+}
+
 absl::StatusOr<json> RunThroughputPart(const engine::Model& model, const TextSource& text,
                                        const Flags& f) {
   std::vector<Conversation> convs;
   for (int i = 0; i < f.concurrency; ++i) {
-    convs.push_back(MakeConversation(text, f, /*salt=*/2, i, f.throughput_turns, f.min_user_tokens,
-                                     f.max_user_tokens));
+    convs.push_back(MakeConversation(text, f.seed, /*salt=*/2, i,
+                                     {.turns = f.throughput_turns,
+                                      .min_user_tokens = f.min_user_tokens,
+                                      .max_user_tokens = f.max_user_tokens,
+                                      .min_reply_tokens = f.min_reply_tokens,
+                                      .max_reply_tokens = f.max_reply_tokens}));
   }
   json j;
   j["sessions"] = f.concurrency;
@@ -582,6 +501,15 @@ absl::StatusOr<json> RunThroughputPart(const engine::Model& model, const TextSou
   // chunks, so even free decoding would leave the ratio at most serial / its prefill share.
   j["serial_prefill_share"] = serial.ttft_seconds / serial.seconds;
   j["ratio_bound_if_prefill_unchanged"] = serial.seconds / serial.ttft_seconds;
+  int step_tokens = 0;
+  absl::StatusOr<double> ceiling = FullStepTokensPerSecond(model, f, &step_tokens);
+  if (!ceiling.ok()) return ceiling.status();
+  const double serial_total = j["serial"]["total_tokens_per_s"].get<double>();
+  j["full_step_tokens"] = step_tokens;
+  j["full_step_tokens_per_s"] = *ceiling;
+  j["ratio_bound_full_steps"] = *ceiling / serial_total;
+  j["concurrent_fraction_of_full_steps"] =
+      j["concurrent"]["total_tokens_per_s"].get<double>() / *ceiling;
   return j;
 }
 
@@ -640,15 +568,16 @@ void PrintText(const json& j) {
   const json& tp = j["throughput"];
   std::printf("\n== throughput: %d stateful sessions of %d turns ==\n", tp["sessions"].get<int>(),
               tp["turns"].get<int>());
-  std::printf("%-14s %10s %10s %14s %14s\n", "served", "seconds", "busy s", "generated/s",
-              "total/s");
+  std::printf("%-14s %10s %10s %10s %14s %14s\n", "served", "seconds", "busy s", "tok/step",
+              "generated/s", "total/s");
   for (const char* k : {"serial", "concurrent"}) {
     const json& r = tp[k];
-    std::printf("%-14s %10.1f %10.1f %14.1f %14.1f\n", k, r["seconds"].get<double>(),
-                r["busy_seconds"].get<double>(), r["generated_tokens_per_s"].get<double>(),
-                r["total_tokens_per_s"].get<double>());
+    const double tokens = r["tokens_computed"].get<double>() + r["tokens_generated"].get<double>();
+    std::printf("%-14s %10.1f %10.1f %10.1f %14.1f %14.1f\n", k, r["seconds"].get<double>(),
+                r["busy_seconds"].get<double>(), tokens / r["steps"].get<double>(),
+                r["generated_tokens_per_s"].get<double>(), r["total_tokens_per_s"].get<double>());
   }
-  std::printf("%-14s %10s %10s %13.2fx %13.2fx\n", "ratio", "", "",
+  std::printf("%-14s %10s %10s %10s %13.2fx %13.2fx\n", "ratio", "", "", "",
               tp["ratio_generated_tokens_per_s"].get<double>(),
               tp["ratio_total_tokens_per_s"].get<double>());
   std::printf(
@@ -656,6 +585,12 @@ void PrintText(const json& j) {
       "if batching made decoding free\n",
       100.0 * tp["serial_prefill_share"].get<double>(),
       tp["ratio_bound_if_prefill_unchanged"].get<double>());
+  std::printf(
+      "full %d-token steps run %.1f tokens/s: a bound of %.2fx over serial; concurrent "
+      "reached %.0f%% of it\n",
+      tp["full_step_tokens"].get<int>(), tp["full_step_tokens_per_s"].get<double>(),
+      tp["ratio_bound_full_steps"].get<double>(),
+      100.0 * tp["concurrent_fraction_of_full_steps"].get<double>());
   std::printf("load average %.2f at the start, %.2f at the end; %d threads\n",
               j["load_average_start"].get<double>(), j["load_average_end"].get<double>(),
               j["threads"].get<int>());
