@@ -85,9 +85,7 @@ void HostTier::CheckStored(HostBlockId id, const char* op) const {
   MNEMO_CHECK(stored_[id.value]) << op << " of host block " << id.value << ", which holds nothing";
 }
 
-std::optional<HostBlockId> HostTier::Store(std::span<const uint8_t> block) {
-  MNEMO_CHECK(static_cast<int64_t>(block.size()) == block_bytes_)
-      << "Store of " << block.size() << " bytes into a tier of " << block_bytes_ << "-byte blocks";
+std::optional<HostBlockId> HostTier::Allocate() {
   if (free_.empty()) {
     ++stats_.store_refusals;
     return std::nullopt;
@@ -95,9 +93,16 @@ std::optional<HostBlockId> HostTier::Store(std::span<const uint8_t> block) {
   const int32_t s = free_.back();
   free_.pop_back();
   stored_[s] = true;
-  std::memcpy(arena_ + static_cast<int64_t>(s) * block_bytes_, block.data(), block.size());
   ++stats_.stores;
   return HostBlockId{s};
+}
+
+std::optional<HostBlockId> HostTier::Store(std::span<const uint8_t> block) {
+  MNEMO_CHECK(static_cast<int64_t>(block.size()) == block_bytes_)
+      << "Store of " << block.size() << " bytes into a tier of " << block_bytes_ << "-byte blocks";
+  const std::optional<HostBlockId> id = Allocate();
+  if (id) std::memcpy(MutableBlockData(*id).data(), block.data(), block.size());
+  return id;
 }
 
 void HostTier::Load(HostBlockId id, std::span<uint8_t> out) {
@@ -117,6 +122,12 @@ void HostTier::Free(HostBlockId id) {
 
 std::span<const uint8_t> HostTier::BlockData(HostBlockId id) const {
   CheckStored(id, "BlockData");
+  return {arena_ + static_cast<int64_t>(id.value) * block_bytes_,
+          static_cast<size_t>(block_bytes_)};
+}
+
+std::span<uint8_t> HostTier::MutableBlockData(HostBlockId id) {
+  CheckStored(id, "MutableBlockData");
   return {arena_ + static_cast<int64_t>(id.value) * block_bytes_,
           static_cast<size_t>(block_bytes_)};
 }

@@ -95,6 +95,10 @@ class HostTier {
   // (and a refusal counted) when every slot is taken. "Full" is a normal result: the tier
   // manager demotes or drops something first.
   std::optional<HostBlockId> Store(std::span<const uint8_t> block);
+  // Takes a free slot without writing it (its bytes are unspecified until the caller fills
+  // them through MutableBlockData, e.g. from an I/O worker); nullopt when every slot is
+  // taken. The slot counts as stored.
+  std::optional<HostBlockId> Allocate();
   // Copies stored slot `id` into `out` (exactly block_bytes() bytes).
   void Load(HostBlockId id, std::span<uint8_t> out);
   // Frees stored slot `id`.
@@ -107,6 +111,7 @@ class HostTier {
   }
   // The bytes of stored slot `id` (e.g. to write them to the disk tier without a copy).
   std::span<const uint8_t> BlockData(HostBlockId id) const;
+  std::span<uint8_t> MutableBlockData(HostBlockId id);
 
   int64_t block_bytes() const { return block_bytes_; }
   int64_t num_slots() const { return num_slots_; }

@@ -10,7 +10,8 @@
 // sessions that hold no bytes in the tier (demoting them frees nothing). When the eligible
 // sessions cannot bring usage down to low, all of them are chosen and the plan says so.
 //
-// Policies (an ordering over eligible candidates):
+// Policies (an ordering over eligible candidates, within each priority; lower priorities go
+// first):
 //   kLru        oldest idle first; ties by id (bytewise).
 //   kCostAware  highest score first, ties by idle time (older first), then id, where
 //
@@ -57,6 +58,7 @@ struct TierCandidate {
   double recompute_seconds_per_token = 0;
   bool busy = false;    // a request runs or waits on it: never demoted
   bool pinned = false;  // a retention pin holds it in this tier: never demoted
+  int priority = 0;     // lower priorities are demoted first, whatever the policy says
 };
 
 struct TierUsage {

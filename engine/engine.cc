@@ -76,18 +76,28 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
   impl->root = cache::ChainRoot(model.fingerprint());
   impl->vocab = impl->forward->config().vocab_size;
   impl->ctx = impl->forward->config().context_length;
+  if (absl::Status st = impl->OpenTiers(); !st.ok()) {
+    if (impl->io) impl->io->Stop();
+    for (SessionState* s : impl->sessions.All()) s->kv.ReleaseKv(*impl->pool);
+    return st;
+  }
   Impl* raw = impl.get();
   impl->loop = std::thread([raw] { raw->Loop(); });
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-Engine::~Engine() {
+Engine::~Engine() { Shutdown(); }
+
+ShutdownReport Engine::Shutdown(absl::Duration deadline) {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->stopping) return {};
     impl_->stopping = true;
+    impl_->shutdown_deadline = deadline;
     impl_->cv.notify_one();
   }
   impl_->loop.join();
+  return impl_->shutdown_report;
 }
 
 void Engine::Impl::Loop() {
@@ -97,7 +107,7 @@ void Engine::Impl::Loop() {
     bool pause = false;
     {
       std::unique_lock<std::mutex> lock(mu);
-      if (commands.empty() && !stopping && (paused || !HasWork())) {
+      if (commands.empty() && !stopping && (paused || !HasWork() || stalled)) {
         // Idle: wake for commands, or after a second to expire sessions.
         cv.wait_for(lock, std::chrono::seconds(1));
       }
@@ -105,8 +115,10 @@ void Engine::Impl::Loop() {
       stop = stopping;
       pause = paused;
     }
+    if (!todo.empty()) stalled = false;
     for (auto& c : todo) c();
     if (stop) break;
+    TierTick();
     if (opts.expiry_interval != absl::InfiniteDuration() &&
         Clock::now() - last_expiry >= absl::ToChronoNanoseconds(opts.expiry_interval)) {
       last_expiry = Clock::now();
@@ -115,29 +127,42 @@ void Engine::Impl::Loop() {
     if (HasWork() && !pause) Step();
   }
   Shutdown();
-  // Commands that arrived while shutting down still get their answer.
+  // Commands that arrived while shutting down still get their answer; later calls run
+  // inline (Post).
+  std::lock_guard<std::mutex> dead(dead_mu);
   std::deque<absl::AnyInvocable<void()>> todo;
   {
     std::lock_guard<std::mutex> lock(mu);
     todo.swap(commands);
+    loop_done = true;
   }
   for (auto& c : todo) c();
 }
 
 void Engine::Impl::Shutdown() {
+  shut = true;
   const absl::Status cancelled = absl::CancelledError("the engine is shutting down");
-  while (!running.empty()) Finish(running.back().get(), cancelled);
-  while (!waiting.empty()) Finish(waiting.back().get(), cancelled);
-  for (auto& [id, run] : runs) {
-    for (auto& q : run.queued) {
-      q->result.status = cancelled;
-      q->out->Finish(std::move(q->result));
-    }
-  }
-  runs.clear();
+  CancelAll(cancelled);
+  ShutdownTiers();
+  CancelAll(cancelled);  // requests that arrived while writing down
   for (SessionState* s : sessions.All()) s->kv.ReleaseKv(*pool);
   for (KvSequence& p : pinned) p.ReleaseKv(*pool);
   pinned.clear();
+}
+
+void Engine::Impl::CancelAll(const absl::Status& why) {
+  while (!running.empty()) Finish(running.back().get(), why);
+  while (!waiting.empty()) Finish(waiting.back().get(), why);
+  while (!parked.empty()) Finish(parked.back().get(), why);
+  for (auto& [id, run] : runs) {
+    for (auto& q : run.queued) {
+      q->result.status = why;
+      q->out->Finish(std::move(q->result));
+    }
+    run.queued.clear();
+  }
+  // (Sessions waiting on a sync write keep their runs entry until it completes.)
+  absl::erase_if(runs, [](const auto& kv) { return kv.second.active == nullptr && kv.second.queued.empty(); });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,6 +181,22 @@ SessionInfo Engine::Impl::Info(const SessionState& s) const {
   info.created = s.created;
   info.last_used = s.last_used;
   info.expires = s.expires();
+  const auto it = residency.find(s.id);
+  if (it != residency.end()) {
+    const Residency& r = it->second;
+    const int64_t bb = pool->block_bytes();
+    info.tier = r.tier;
+    info.device_bytes = info.kv_bytes;
+    info.host_bytes = static_cast<int64_t>(r.host.size()) * bb;
+    info.disk_bytes = static_cast<int64_t>(r.disk.size()) * bb;
+    info.moving = r.moving;
+    if (r.tier != StorageTier::kDevice) info.kv_tokens = r.off_kv_tokens;
+    info.durability = r.durability;
+    info.durable = r.on_disk && r.written >= r.version;
+    info.last_write_error = r.last_error;
+    info.retention = r.retention;
+    info.pinned_until = r.pinned_until;
+  }
   return info;
 }
 
@@ -164,11 +205,35 @@ absl::StatusOr<SessionState*> Engine::Impl::FindSession(std::string_view tenant,
   const std::optional<SessionId> sid = SessionId::Parse(id);
   if (!sid) return UnknownSession(id);
   SessionState* s = sessions.Find(tenant, *sid);
-  if (s == nullptr) return UnknownSession(id);
+  if (s == nullptr) {
+    if (auto it = refused.find(*sid); it != refused.end()) {
+      return absl::FailedPreconditionError(it->second);
+    }
+    return UnknownSession(id);
+  }
+  if (Res(*s).deleting) return UnknownSession(id);
   return s;
 }
 
-void Engine::Impl::DeleteSessionNow(SessionState* s, absl::Status why) {
+void Engine::Impl::DeleteSessionNow(SessionState* s, absl::Status why,
+                                    absl::AnyInvocable<void(absl::Status)> done) {
+  Residency& r = Res(*s);
+  if (done) r.delete_waiters.push_back(std::move(done));
+  if (r.deleting) return;
+  r.deleting = true;
+  for (Deferred& d : r.deferred) d.fn(why);
+  r.deferred.clear();
+  for (auto& [v, fn] : r.flush_waiters) fn(why);
+  r.flush_waiters.clear();
+  if (r.sync) {
+    r.sync->result.status = why;
+    r.sync->out->Finish(std::move(r.sync->result));
+    r.sync.reset();
+  }
+  std::vector<Seq*> mine;
+  for (auto& p : parked) {
+    if (p->session == s) mine.push_back(p.get());
+  }
   if (auto it = runs.find(s->id); it != runs.end()) {
     std::deque<std::unique_ptr<Seq>> queued = std::move(it->second.queued);
     Seq* active = it->second.active;
@@ -183,16 +248,21 @@ void Engine::Impl::DeleteSessionNow(SessionState* s, absl::Status why) {
       seq->out->Finish(std::move(seq->result));
     }
   }
-  s->kv.ReleaseKv(*pool);
-  sessions.Remove(s->id);
-  stats.sessions = static_cast<int64_t>(sessions.size());
+  for (Seq* p : mine) {
+    if (std::any_of(parked.begin(), parked.end(), [&](const auto& q) { return q.get() == p; })) {
+      std::unique_ptr<Seq> seq = Detach(p);
+      seq->result.status = why;
+      seq->out->Finish(std::move(seq->result));
+    }
+  }
+  if (!r.io_busy) FinishDelete(s);  // else once its job ends (Settle)
 }
 
 int64_t Engine::Impl::ExpireNow() {
   const absl::Time now = Now();
   int64_t n = 0;
   for (SessionState* s : sessions.All()) {
-    if (!Busy(s->id) && s->expires() <= now) {
+    if (!Busy(s->id) && !HasParked(s->id) && !Res(*s).deleting && s->expires() <= now) {
       DeleteSessionNow(s, absl::NotFoundError("session expired"));
       ++n;
     }
@@ -284,6 +354,21 @@ absl::Status Engine::Impl::StartTurn(Seq& seq) {
 }
 
 void Engine::Impl::Enqueue(std::unique_ptr<Seq> seq) {
+  if (shut) {
+    seq->result.status = absl::CancelledError("the engine is shutting down");
+    if (seq->session != nullptr && seq->kind == SeqKind::kTurn && seq->prepared) {
+      TruncateHistory(seq->session, seq->rollback_tokens);
+      seq->session->turns.resize(seq->rollback_turns);
+      seq->session->messages.resize(seq->rollback_messages);
+    }
+    if (seq->session != nullptr) runs.erase(seq->session->id);
+    seq->out->Finish(std::move(seq->result));
+    return;
+  }
+  if (seq->session != nullptr && !Resident(*seq->session)) {
+    Park(std::move(seq));  // enqueued again once its KV is back on the device tier
+    return;
+  }
   // A tenant that was idle joins at the least-served active tenant's count, so that
   // having been idle does not buy it a long head start over the others.
   bool active = false;
@@ -328,7 +413,7 @@ void Engine::Impl::StartNextTurn(const SessionId& id) {
 
 // Removes `seq` from the waiting or running list and hands it back.
 std::unique_ptr<Seq> Engine::Impl::Detach(Seq* seq) {
-  for (auto* list : {&running, &waiting}) {
+  for (auto* list : {&running, &waiting, &parked}) {
     for (auto it = list->begin(); it != list->end(); ++it) {
       if (it->get() == seq) {
         std::unique_ptr<Seq> owned = std::move(*it);
@@ -336,6 +421,7 @@ std::unique_ptr<Seq> Engine::Impl::Detach(Seq* seq) {
         owned->running = false;
         stats.running = static_cast<int64_t>(running.size());
         stats.waiting = static_cast<int64_t>(waiting.size());
+        stats.parked = static_cast<int64_t>(parked.size());
         return owned;
       }
     }
@@ -380,18 +466,21 @@ void Engine::Impl::Finish(Seq* raw, absl::Status status) {
       seq->out->Push(std::move(chunk));
     }
   }
+  std::array<uint64_t, 4> rng_before{};
   if (s != nullptr) {
+    rng_before = s->rng_state;
     if (seq->kind == SeqKind::kTurn && seq->prepared) {
       if (status.ok()) {
         if (!seq->params.messages.empty()) CloseAssistantTurn(*seq);
         s->rng_state = seq->sampler.rng().state();
       } else {
-        s->kv.Truncate(*pool, seq->rollback_tokens);
+        TruncateHistory(s, seq->rollback_tokens);
         s->turns.resize(seq->rollback_turns);
         s->messages.resize(seq->rollback_messages);
       }
     }
     s->last_used = Now();
+    MarkChanged(s);
   } else if (seq->pin && status.ok()) {
     pinned.push_back(std::move(seq->own));
   } else {
@@ -400,8 +489,26 @@ void Engine::Impl::Finish(Seq* raw, absl::Status status) {
   seq->result.status = status;
   seq->result.usage.prompt_tokens = seq->n_prompt;
   seq->result.total_seconds = Seconds(Clock::now() - seq->submitted);
+  if (s != nullptr && status.ok() && seq->kind == SeqKind::kTurn && disk &&
+      Res(*s).durability == Durability::kSync) {
+    // The result waits for the write (ReleaseSyncWait); the session stays busy meanwhile.
+    Residency& r = Res(*s);
+    r.sync = SyncWait{.version = r.version,
+                      .out = seq->out,
+                      .result = std::move(seq->result),
+                      .rollback_tokens = seq->rollback_tokens,
+                      .rollback_turns = seq->rollback_turns,
+                      .rollback_messages = seq->rollback_messages,
+                      .rollback_rng = rng_before};
+    runs[s->id].active = nullptr;
+    MaybeWrite(s, /*force=*/true);
+    return;
+  }
   seq->out->Finish(std::move(seq->result));
-  if (s != nullptr) StartNextTurn(s->id);
+  if (s != nullptr) {
+    MaybeWrite(s, /*force=*/false);
+    StartNextTurn(s->id);
+  }
 }
 
 // Drops the KV of a running sequence and puts it back in the queue: it is recomputed when
@@ -486,7 +593,7 @@ void Engine::Impl::SampleInto(Seq& seq, std::span<const float> row) {
 void Engine::Impl::Step() {
   const auto t0 = Clock::now();
   // Cancellations first: they free blocks for everything below.
-  for (auto* list : {&running, &waiting}) {
+  for (auto* list : {&running, &waiting, &parked}) {
     std::vector<Seq*> cancelled;
     for (auto& s : *list) {
       if (s->out->cancel.load(std::memory_order_relaxed)) cancelled.push_back(s.get());
@@ -519,7 +626,12 @@ void Engine::Impl::Step() {
   while (!waiting.empty() && budget > 0 && static_cast<int64_t>(running.size()) < opts.max_seqs) {
     Seq* seq = waiting.front().get();
     if (!Admit(*seq)) {
-      if (running.empty()) {  // nothing running could ever free blocks for it
+      // Idle sessions' KV can make room: demote some (the request waits for the moves).
+      const int64_t n_tok = static_cast<int64_t>(seq->kv().tokens.size());
+      const int64_t need = (n_tok + opts.block_tokens - 1) / opts.block_tokens -
+                           static_cast<int64_t>(seq->kv().table.blocks().size());
+      const bool making_room = FreeDeviceBlocks(need);
+      if (running.empty() && !making_room) {  // nothing could ever free blocks for it
         const int64_t n = static_cast<int64_t>(seq->kv().tokens.size());
         Finish(seq,
                absl::ResourceExhaustedError(absl::StrCat(
@@ -549,7 +661,10 @@ void Engine::Impl::Step() {
   for (Seq* s : complete) Finish(s, absl::OkStatus());
   stats.running = static_cast<int64_t>(running.size());
   stats.waiting = static_cast<int64_t>(waiting.size());
-  if (work.empty()) return;
+  if (work.empty()) {
+    stalled = complete.empty();  // nothing can run until an event (a command, a move)
+    return;
+  }
 
   // The forward pass over every planned chunk.
   std::vector<SeqBatchEntry> entries;

@@ -53,7 +53,39 @@
 #include "engine/stop.h"
 #include "kernels/dtype.h"
 
+namespace mnemo::cache {
+class FileOps;
+}
+
 namespace mnemo::engine {
+
+// Where a session's KV is (DESIGN.md 4). kDevice also stands for "nowhere": a session whose
+// KV was dropped (or never computed) is on the device tier with kv_tokens 0, and its next
+// turn computes it.
+enum class StorageTier : uint8_t { kDevice, kHost, kDisk };
+std::string_view TierName(StorageTier t);
+
+// When a session's state reaches the state directory (docs/sessions.md, "Tiers").
+enum class Durability : uint8_t {
+  kAsync,  // each finished turn is written behind at once (the write starts when the turn
+           // ends; a crash loses at most the turns whose write had not completed)
+  kSync,   // a turn's result is released only after its state is fsync'ed; if that write
+           // fails, the turn is rolled back and ends with the write's error
+  kNone,   // memory tiers only, until demoted to disk or the engine shuts down
+};
+std::string_view DurabilityName(Durability d);
+
+// Retention hints of one session (DESIGN.md 4).
+struct Retention {
+  int priority = 0;  // lower-priority idle sessions are demoted first
+  // Kept on the device tier (never demoted) until this long after it is set, at most
+  // EngineOptions::max_pin (e.g. while an agent waits on a tool call). Zero: not pinned.
+  absl::Duration pin = absl::ZeroDuration();
+  // Demoted one tier down once idle this long (device -> host -> disk).
+  absl::Duration demote_after_idle = absl::InfiniteDuration();
+  // Deleted (from every tier) once this old, counted from creation.
+  absl::Duration max_lifetime = absl::InfiniteDuration();
+};
 
 struct EngineOptions {
   int threads = 0;                                 // kernel threads; 0: every hardware thread
@@ -70,6 +102,26 @@ struct EngineOptions {
   // How often the loop deletes expired sessions by itself; InfiniteDuration: only when
   // ExpireSessions() is called (tests that move a fake clock).
   absl::Duration expiry_interval = absl::Seconds(1);
+
+  // Tiers (docs/sessions.md, "Tiers"). kv_budget_bytes above is the device tier.
+  uint64_t host_budget_bytes = 0;  // the host tier's RAM; 0: no host tier
+  std::string state_dir;           // the disk tier and durable sessions; "": none
+  uint64_t disk_budget_bytes = 0;  // bytes of blocks the state directory may hold; 0: no limit
+  // Per-tenant limits on the host and disk tiers (0: none). A spill that would exceed the
+  // host quota goes to disk instead; a write that would exceed the disk quota (or the disk
+  // budget) is refused with ResourceExhausted and the session stays in memory.
+  uint64_t tenant_host_quota_bytes = 0;
+  uint64_t tenant_disk_quota_bytes = 0;
+  Durability durability = Durability::kAsync;  // sessions' default (needs state_dir)
+  bool tier_cost_aware = true;                 // victim choice; false: plain LRU
+  double high_watermark = 0.9;                 // fraction of a tier's budget that triggers
+  double low_watermark = 0.7;                  // demotion, and what demotion brings it to
+  int io_threads = 2;                          // I/O workers (copies, file I/O), >= 1
+  bool fsync = true;                           // off only for tests that accept power loss
+  absl::Duration max_pin = absl::Minutes(10);  // longest Retention::pin honoured
+  // Every file operation of the state directory goes through this (not owned; nullptr: the
+  // real file system). Fault-injection tests pass a cache::FaultInjectingFileOps.
+  cache::FileOps* file_ops = nullptr;
 };
 
 // A turn of a session (Continue) or a stateless request (Generate). Exactly one of
@@ -100,6 +152,8 @@ struct SessionParams {
   std::string metadata;               // opaque client blob, kept with the session
   std::optional<absl::Duration> ttl;  // nullopt: EngineOptions::default_ttl
   uint64_t seed = 0;                  // seeds the session's sampling RNG
+  std::optional<Durability> durability;  // nullopt: EngineOptions::durability
+  Retention retention;
 };
 
 struct Usage {
@@ -166,6 +220,36 @@ struct SessionInfo {
   absl::Time created;
   absl::Time last_used;
   absl::Time expires;  // InfiniteFuture without a TTL
+  StorageTier tier = StorageTier::kDevice;  // where its KV is
+  int64_t device_bytes = 0;                 // == kv_bytes
+  int64_t host_bytes = 0;
+  int64_t disk_bytes = 0;  // bytes of the blocks its durable copy references
+  bool moving = false;     // a spill or restore is in flight
+  Durability durability = Durability::kAsync;
+  bool durable = false;  // the state directory holds its current state
+  std::string last_write_error;  // of the latest failed write ("" when the last one worked)
+  Retention retention;
+  absl::Time pinned_until;  // InfinitePast when not pinned
+};
+
+// What startup found in the state directory.
+struct RecoveryReport {
+  int64_t sessions = 0;  // registered (their KV is loaded when used)
+  // "path: reason" of each entry not loaded: quarantined (corrupt), skipped (a newer format,
+  // I/O errors), or refused (another model's state).
+  std::vector<std::string> quarantined;
+  std::vector<std::string> skipped;
+  std::vector<std::string> refused;
+  int64_t garbage_removed = 0;  // unreferenced files deleted
+};
+
+// What Shutdown wrote down.
+struct ShutdownReport {
+  int64_t written = 0;    // sessions whose state was written (or already was durable)
+  int64_t failed = 0;     // sessions whose write failed (their names and errors in `errors`)
+  int64_t timed_out = 0;  // sessions still not durable at the deadline
+  std::vector<std::string> errors;
+  double seconds = 0.0;
 };
 
 struct EngineStats {
@@ -184,6 +268,25 @@ struct EngineStats {
   int64_t prefix_hits = 0;    // blocks found in the prefix index
   int64_t evictions = 0;      // cached blocks reused for new ones
   double busy_seconds = 0.0;  // time spent in forward steps and sampling
+
+  // Tiers.
+  int64_t host_bytes_used = 0;
+  int64_t host_bytes_total = 0;
+  int64_t disk_bytes_used = 0;  // bytes of blocks the sessions' durable copies reference
+  int64_t spills_to_host = 0;   // sessions moved device -> host
+  int64_t spills_to_disk = 0;   // sessions moved to the disk tier (from device or host)
+  int64_t drops = 0;            // sessions whose KV was dropped (no lower tier had room)
+  int64_t restores_from_host = 0;
+  int64_t restores_from_disk = 0;
+  int64_t restore_failures = 0;  // restores that failed (the KV is recomputed instead)
+  int64_t restore_blocks_shared = 0;  // restored blocks found in the prefix index (no copy)
+  int64_t bytes_to_host = 0;
+  int64_t bytes_from_host = 0;
+  int64_t bytes_to_disk = 0;
+  int64_t bytes_from_disk = 0;
+  int64_t writes = 0;          // durable writes completed
+  int64_t write_failures = 0;  // durable writes that failed
+  int64_t parked = 0;          // requests waiting for their session's restore (now)
 };
 
 class Engine {
@@ -222,6 +325,40 @@ class Engine {
   // Deletes every idle session whose TTL has passed (also done by the loop as time
   // passes); returns how many.
   int64_t ExpireSessions();
+
+  // Tiers and durability (docs/sessions.md, "Tiers").
+  // Starts bringing the session's KV back to the device tier, so a request that follows
+  // does not wait for it; returns at once. A no-op when it is there already.
+  absl::Status Prefetch(std::string_view tenant, std::string_view session_id);
+  // Moves an idle session's KV down to `to` (kHost or kDisk) now, and returns once it is
+  // there. FailedPrecondition: the session is busy or pinned, or the tier does not exist;
+  // ResourceExhausted: the tier (or the tenant's quota there) has no room.
+  absl::Status Demote(std::string_view tenant, std::string_view session_id, StorageTier to);
+  // Returns once the session's current state is in the state directory (writing it if
+  // needed, whatever its durability mode). FailedPrecondition without a state directory.
+  absl::Status Flush(std::string_view tenant, std::string_view session_id);
+  absl::Status SetRetention(std::string_view tenant, std::string_view session_id,
+                            const Retention& retention);
+  // Writes the session as one portable bundle file (docs/state-format.md; flushes first).
+  absl::Status ExportSession(std::string_view tenant, std::string_view session_id,
+                             const std::string& file);
+  // Imports a bundle written by ExportSession (or `mnemo session export`) for a model with
+  // this engine's fingerprint, into `tenant` whatever tenant it was exported from. Needs a
+  // state directory. AlreadyExists if the id is present; FailedPrecondition for another
+  // model's state or KV layout.
+  absl::StatusOr<SessionInfo> ImportSession(std::string_view tenant, const std::string& file);
+  const RecoveryReport& recovery() const;
+  // Runs the tier manager now — lifetimes, demotion of idle sessions, watermarks (the loop
+  // also does this as time passes) — and returns once the moves it started have ended.
+  // Tests that move a fake clock call it.
+  void MaintainTiers();
+  // The bytes of the session's KV blocks, in token order (restored to the device tier first).
+  // For tests and debugging.
+  absl::StatusOr<std::string> SessionKvBytes(std::string_view tenant, std::string_view session_id);
+  // Cancels every request, writes every session's state down (every durability mode) until
+  // `deadline` passes, and stops the loop. The destructor calls it (deadline 30 s) unless it
+  // was called. Later calls return an empty report.
+  ShutdownReport Shutdown(absl::Duration deadline = absl::Seconds(30));
 
   // A stateless request: nothing is kept afterwards but the published prefix blocks.
   absl::StatusOr<StreamPtr> Generate(std::string_view tenant, TurnParams params);

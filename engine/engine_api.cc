@@ -32,6 +32,13 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(std::string_view tenant,
   if (params.ttl && *params.ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("ttl must be positive");
   }
+  const Durability durability = params.durability.value_or(m.opts.durability);
+  if (durability == Durability::kSync && m.opts.state_dir.empty()) {
+    return absl::InvalidArgumentError("durability sync needs a state directory");
+  }
+  if (params.retention.pin < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("retention.pin must not be negative");
+  }
   std::shared_ptr<ResponseStream::State> prefill_done;
   absl::StatusOr<SessionInfo> info = m.Call([&]() -> absl::StatusOr<SessionInfo> {
     auto s = std::make_unique<SessionState>();
@@ -71,12 +78,17 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(std::string_view tenant,
     }
     SessionState* raw = m.sessions.Insert(std::move(s));
     m.stats.sessions = static_cast<int64_t>(m.sessions.size());
+    Residency& r = m.Res(*raw);
+    r.durability = durability;
+    m.ApplyRetention(raw, params.retention);
     if (prefill) {
       prefill->session = raw;
       prefill->n_prompt = static_cast<int64_t>(raw->kv.tokens.size());
       prefill_done = prefill->out;
       m.runs[raw->id].active = prefill.get();
       m.Enqueue(std::move(prefill));
+    } else {
+      m.MaybeWrite(raw, /*force=*/false);
     }
     return m.Info(*raw);
   });
@@ -188,10 +200,21 @@ absl::StatusOr<int64_t> Engine::PublishPrefix(std::span<const ChatMessage> messa
 absl::StatusOr<SessionInfo> Engine::Fork(std::string_view tenant, std::string_view session_id,
                                          std::optional<int64_t> turns) {
   Impl& m = *impl_;
-  return m.Call([&]() -> absl::StatusOr<SessionInfo> {
+  return m.Await<absl::StatusOr<SessionInfo>>([&](auto reply) {
     auto src = m.FindSession(tenant, session_id);
-    if (!src.ok()) return src.status();
-    const SessionState& s = **src;
+    if (!src.ok()) return reply(src.status());
+    m.WhenReady(*src, Impl::Need::kResident, [&m, src = *src, turns, session_id = std::string(session_id),
+                                          reply = std::move(reply)](absl::Status ready) mutable {
+      if (!ready.ok()) return reply(ready);
+      reply(m.ForkNow(*src, turns, session_id));
+    });
+  });
+}
+
+absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s, std::optional<int64_t> turns,
+                                                  std::string_view session_id) {
+  Impl& m = *this;
+  {
     if (m.Busy(s.id)) {
       return absl::FailedPreconditionError(
           absl::StrCat("session ", AsAbsl(session_id), " has a turn in flight"));
@@ -226,16 +249,30 @@ absl::StatusOr<SessionInfo> Engine::Fork(std::string_view tenant, std::string_vi
     }
     SessionState* raw = m.sessions.Insert(std::move(f));
     m.stats.sessions = static_cast<int64_t>(m.sessions.size());
+    m.Res(*raw).durability = m.Res(s).durability;
+    m.ApplyRetention(raw, m.Res(s).retention);
+    m.MaybeWrite(raw, /*force=*/false);
     return m.Info(*raw);
-  });
+  }
 }
 
 absl::Status Engine::Rewind(std::string_view tenant, std::string_view session_id, int64_t turns) {
   Impl& m = *impl_;
-  return m.Call([&]() -> absl::Status {
+  return m.Await<absl::Status>([&](auto reply) {
     auto s = m.FindSession(tenant, session_id);
-    if (!s.ok()) return s.status();
-    SessionState& st = **s;
+    if (!s.ok()) return reply(s.status());
+    m.WhenReady(*s, Impl::Need::kResident, [&m, s = *s, turns, session_id = std::string(session_id),
+                                        reply = std::move(reply)](absl::Status ready) mutable {
+      if (!ready.ok()) return reply(ready);
+      reply(m.RewindNow(s, turns, session_id));
+    });
+  });
+}
+
+absl::Status Engine::Impl::RewindNow(SessionState* s, int64_t turns, std::string_view session_id) {
+  Impl& m = *this;
+  {
+    SessionState& st = *s;
     if (m.Busy(st.id)) {
       return absl::FailedPreconditionError(
           absl::StrCat("session ", AsAbsl(session_id), " has a turn in flight"));
@@ -247,12 +284,14 @@ absl::Status Engine::Rewind(std::string_view tenant, std::string_view session_id
     }
     if (turns == n_turns) return absl::OkStatus();
     const cache::SessionTurn at = st.turns[static_cast<size_t>(turns)];
-    st.kv.Truncate(*m.pool, at.token_start);
+    m.TruncateHistory(&st, at.token_start);
     st.messages.resize(static_cast<size_t>(at.message_start));
     st.turns.resize(static_cast<size_t>(turns));
     st.last_used = m.Now();
+    m.MarkChanged(&st);
+    m.MaybeWrite(&st, /*force=*/false);
     return absl::OkStatus();
-  });
+  }
 }
 
 absl::StatusOr<std::string> Engine::GetMetadata(std::string_view tenant,
@@ -273,6 +312,8 @@ absl::Status Engine::SetMetadata(std::string_view tenant, std::string_view sessi
     if (!s.ok()) return s.status();
     (*s)->metadata = std::move(metadata);
     (*s)->last_used = m.Now();
+    m.MarkChanged(*s);
+    m.MaybeWrite(*s, /*force=*/false);
     return absl::OkStatus();
   });
 }
@@ -298,12 +339,12 @@ std::vector<SessionInfo> Engine::ListSessions(std::string_view tenant) {
 
 absl::Status Engine::DeleteSession(std::string_view tenant, std::string_view session_id) {
   Impl& m = *impl_;
-  return m.Call([&]() -> absl::Status {
+  return m.Await<absl::Status>([&](auto reply) {
     auto s = m.FindSession(tenant, session_id);
-    if (!s.ok()) return s.status();
+    if (!s.ok()) return reply(s.status());
     m.DeleteSessionNow(
-        *s, absl::NotFoundError(absl::StrCat("session ", AsAbsl(session_id), " was deleted")));
-    return absl::OkStatus();
+        *s, absl::NotFoundError(absl::StrCat("session ", AsAbsl(session_id), " was deleted")),
+        std::move(reply));
   });
 }
 
@@ -343,6 +384,11 @@ EngineStats Engine::Stats() {
     s.blocks_in_use = m.pool->num_in_use();
     s.sessions = static_cast<int64_t>(m.sessions.size());
     s.evictions = m.pool->stats().evictions;
+    if (m.host) {
+      s.host_bytes_used = static_cast<int64_t>(m.host->used_bytes());
+      s.host_bytes_total = static_cast<int64_t>(m.host->capacity_bytes());
+    }
+    s.disk_bytes_used = m.disk_bytes;
     return s;
   });
 }
@@ -359,6 +405,9 @@ absl::Status Engine::Impl::CheckAll() {
       return absl::InternalError(absl::StrCat("session ", s->id.ToString(), ": ", st.message()));
     }
     tables.push_back(&s->kv.table);
+    const Residency& r = Res(*s);
+    tables.push_back(&r.io_hold);
+    tables.push_back(&r.restore_table);
   }
   for (auto* list : {&running, &waiting}) {
     for (const auto& seq : *list) {

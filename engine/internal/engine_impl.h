@@ -24,8 +24,11 @@
 #include "cache/block_table.h"
 #include "cache/prefix.h"
 #include "cache/session.h"
+#include "cache/state_store.h"
+#include "cache/tier_policy.h"
 #include "engine/forward/llama_forward.h"
 #include "engine/generate.h"
+#include "engine/internal/tiers.h"
 #include "kernels/base/check.h"
 
 namespace mnemo::engine {
@@ -140,7 +143,10 @@ struct Engine::Impl {
   std::deque<absl::AnyInvocable<void()>> commands;
   bool stopping = false;
   bool paused = false;
+  bool loop_done = false;  // the loop thread has exited: calls run inline (under dead_mu)
+  absl::Duration shutdown_deadline = absl::Seconds(30);
   std::thread loop;
+  std::mutex dead_mu;
 
   // Owned by the loop thread.
   cache::SessionStore sessions;
@@ -158,8 +164,41 @@ struct Engine::Impl {
   int64_t admissions = 0;
   std::vector<float> logits;
   EngineStats stats;
+  bool stalled = false;  // the last step could do nothing: wait for an event
+
+  // Tiers (engine/tiers.cc; engine/internal/tiers.h).
+  std::unique_ptr<cache::HostTier> host;
+  std::unique_ptr<cache::StateDir> disk;
+  std::unique_ptr<IoWorkers> io;
+  absl::flat_hash_map<SessionId, Residency> residency;  // one per live session
+  std::vector<std::unique_ptr<Seq>> parked;  // turns waiting for their session's restore
+  absl::flat_hash_map<std::string, int64_t> tenant_host_bytes;
+  absl::flat_hash_map<std::string, int64_t> tenant_disk_bytes;
+  int64_t disk_bytes = 0;
+  int64_t io_in_flight = 0;  // jobs submitted whose completion has not run
+  int64_t moves_in_flight = 0;
+  std::vector<absl::AnyInvocable<void(absl::Status)>> moves_waiters;  // MaintainTiers()
+  absl::flat_hash_map<SessionId, std::string> refused;  // another model's state (startup)
+  RecoveryReport recovery;
+  ShutdownReport shutdown_report;
+  bool shut = false;  // Shutdown has begun: nothing new is admitted
+  Clock::time_point last_tier_tick;
 
   absl::Time Now() const { return opts.clock ? opts.clock() : absl::Now(); }
+
+  // Runs `fn` on the loop thread (or inline once the loop has exited).
+  void Post(absl::AnyInvocable<void()> fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!loop_done) {
+        commands.push_back(std::move(fn));
+        cv.notify_one();
+        return;
+      }
+    }
+    std::lock_guard<std::mutex> lock(dead_mu);
+    fn();
+  }
 
   // Runs `fn` on the loop thread and returns its result.
   template <typename F>
@@ -167,18 +206,24 @@ struct Engine::Impl {
     using R = std::invoke_result_t<F&>;
     std::promise<R> promise;
     std::future<R> future = promise.get_future();
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      commands.emplace_back([&]() {
-        if constexpr (std::is_void_v<R>) {
-          fn();
-          promise.set_value();
-        } else {
-          promise.set_value(fn());
-        }
-      });
-      cv.notify_one();
-    }
+    Post([&]() {
+      if constexpr (std::is_void_v<R>) {
+        fn();
+        promise.set_value();
+      } else {
+        promise.set_value(fn());
+      }
+    });
+    return future.get();
+  }
+
+  // Runs `fn(reply)` on the loop; returns what `reply` is given, which may happen later
+  // (from a job's completion). `reply` must be called exactly once.
+  template <typename R, typename F>
+  R Await(F fn) {
+    std::promise<R> promise;
+    std::future<R> future = promise.get_future();
+    Post([&]() { fn(absl::AnyInvocable<void(R)>([&promise](R r) { promise.set_value(std::move(r)); })); });
     return future.get();
   }
 
@@ -186,12 +231,16 @@ struct Engine::Impl {
   bool HasWork() const { return !waiting.empty() || !running.empty(); }
   void Step();
   void Shutdown();
+  void CancelAll(const absl::Status& why);
 
   // Sessions.
   SessionInfo Info(const SessionState& s) const;
   bool Busy(const SessionId& id) const { return runs.contains(id); }
   absl::StatusOr<SessionState*> FindSession(std::string_view tenant, std::string_view id);
-  void DeleteSessionNow(SessionState* s, absl::Status why);
+  // Ends the session's requests with `why` and deletes it from every tier, at once or once
+  // its I/O job ends; `done` (if any) gets the result of removing its files.
+  void DeleteSessionNow(SessionState* s, absl::Status why,
+                        absl::AnyInvocable<void(absl::Status)> done = nullptr);
   int64_t ExpireNow();
 
   // Requests.
@@ -211,6 +260,54 @@ struct Engine::Impl {
   bool PlanChunk(Seq* seq, int64_t take);
   absl::Status CheckAll();  // every invariant (engine.h CheckInvariants)
   bool Planned(const Seq* seq) const;
+
+  // Tiers (engine/tiers.cc).
+  absl::Status OpenTiers();  // at Create: host tier, state directory, recovery
+  Residency& Res(const SessionState& s) { return residency[s.id]; }
+  bool Resident(const SessionState& s) {
+    const Residency& r = residency[s.id];
+    return r.tier == StorageTier::kDevice && !r.moving;
+  }
+  bool Pinned(const Residency& r, absl::Time now) const { return now < r.pinned_until; }
+  enum class Need : uint8_t { kNoMove, kResident, kNoIo };
+  // Runs `fn` now if the session meets `need`, else once it does (or with the error that
+  // ended the wait). Starts a restore when `need` is kResident.
+  void WhenReady(SessionState* s, Need need, absl::AnyInvocable<void(absl::Status)> fn);
+  // After a job on `s` ended: deferred calls, parked turns, pending writes, deletion.
+  void Settle(SessionState* s);
+  void RunJob(SessionState* s, bool move, absl::AnyInvocable<absl::Status()> job,
+              absl::AnyInvocable<void(SessionState*, absl::Status)> done);
+  void TruncateHistory(SessionState* s, int64_t n_tokens);
+  void MarkChanged(SessionState* s) { ++Res(*s).version; }
+  cache::SessionRecord MakeRecord(const SessionState& s) const;
+  // Starts a write of the session's state if one is due (durability, Flush, sync, shutdown).
+  void MaybeWrite(SessionState* s, bool force);
+  void StartWrite(SessionState* s, bool move,
+                  absl::AnyInvocable<void(SessionState*, absl::Status)> then);
+  void AfterWrite(SessionState* s, const absl::Status& st);
+  // Moves an idle session's KV one or more tiers down; `done` gets the outcome.
+  void StartSpill(SessionState* s, StorageTier to, absl::AnyInvocable<void(absl::Status)> done);
+  void DropKv(SessionState* s);  // forgets the KV (recomputed when used)
+  void RequestRestore(SessionState* s);
+  bool TryRestore(SessionState* s);
+  // Starts demotions of idle device sessions so that `need` more blocks fit; true when a
+  // move is (now or already) in flight that will free blocks.
+  bool FreeDeviceBlocks(int64_t need);
+  void DemoteHost(int64_t need_blocks);
+  // Whether `blocks` more host blocks fit the host tier and the session's tenant quota.
+  bool HostFits(const SessionState& s, int64_t blocks);
+  void TierTick();
+  void Park(std::unique_ptr<Seq> seq);
+  void Unpark(const SessionId& id);
+  bool HasParked(const SessionId& id) const;
+  void FinishDelete(SessionState* s);
+  void ReleaseSyncWait(SessionState* s, absl::Status st);
+  void RegisterRecord(cache::SessionRecord record, std::string_view tenant);
+  void ShutdownTiers();
+  void ApplyRetention(SessionState* s, const Retention& retention);
+  absl::StatusOr<SessionInfo> ForkNow(const SessionState& s, std::optional<int64_t> turns,
+                                      std::string_view session_id);
+  absl::Status RewindNow(SessionState* s, int64_t turns, std::string_view session_id);
 
   // The plan of the step being built.
   struct Work {

@@ -1,0 +1,97 @@
+// Helpers of the Engine tests: test models, turns, from-scratch references, engines.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/engine.h"
+#include "engine/generate.h"
+#include "engine/model/model.h"
+#include "engine/model/test_model.h"
+#include "tests/test_util.h"
+
+namespace mnemo::engine {
+
+inline std::unique_ptr<Model> OpenOrDie(const std::string& path) {
+  auto m = Model::Open(path);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? std::move(*m) : nullptr;
+}
+
+inline std::unique_ptr<Model> TestModel(Architecture arch, int context_length = 1024) {
+  static std::atomic<int> counter{0};
+  const std::string path =
+      absl::StrCat(testing::MakeTempDir(), "/e", counter.fetch_add(1), ".gguf");
+  TestModelOptions o;
+  o.arch = arch;
+  o.dtype = kernels::DType::kF16;
+  o.context_length = context_length;
+  EXPECT_TRUE(WriteTestModel(o, path).ok());
+  return OpenOrDie(path);
+}
+
+inline TurnParams UserTurn(std::string text, int max_tokens) {
+  TurnParams p;
+  p.messages.push_back({.role = "user", .content = std::move(text)});
+  p.sampling.temperature = 0.0f;
+  p.stop.max_tokens = max_tokens;
+  return p;
+}
+
+inline TurnParams TokenTurn(std::vector<TokenId> ids, int max_tokens) {
+  TurnParams p;
+  p.tokens = std::move(ids);
+  p.sampling.temperature = 0.0f;
+  p.stop.max_tokens = max_tokens;
+  return p;
+}
+
+inline TurnResult Await(absl::StatusOr<StreamPtr> stream) {
+  EXPECT_TRUE(stream.ok()) << stream.status();
+  if (!stream.ok()) return TurnResult{.status = stream.status()};
+  return (*stream)->Wait();
+}
+
+// Greedy ids of an independent Generator over `prompt` (the issue-3 path, itself checked
+// against the float64 reference): what recomputing the whole conversation gives.
+inline std::vector<TokenId> FromScratch(const Model& model, const std::vector<TokenId>& prompt,
+                                 int max_tokens, const StopParams& stop = {}) {
+  auto gen = Generator::Create(model, {.threads = testing::TestKernelThreads()});
+  EXPECT_TRUE(gen.ok()) << gen.status();
+  GenerateRequest r;
+  r.prompt_ids = prompt;
+  r.sampling.temperature = 0.0f;
+  r.stop = stop;
+  r.stop.max_tokens = max_tokens;
+  auto out = (*gen)->Generate(r);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? out->ids : std::vector<TokenId>{};
+}
+
+inline std::unique_ptr<Engine> MakeEngine(const Model& model, EngineOptions o = {}) {
+  o.threads = testing::TestKernelThreads();
+  if (o.kv_budget_bytes == (uint64_t{1} << 30)) o.kv_budget_bytes = 64 << 20;
+  auto e = Engine::Create(model, o);
+  EXPECT_TRUE(e.ok()) << e.status();
+  return e.ok() ? std::move(*e) : nullptr;
+}
+
+inline std::string NewSession(Engine& e, std::string_view tenant, SessionParams p = {}) {
+  auto info = e.CreateSession(tenant, p);
+  EXPECT_TRUE(info.ok()) << info.status();
+  return info.ok() ? info->id : "";
+}
+
+inline std::vector<TokenId> Tokens(Engine& e, std::string_view tenant, const std::string& id) {
+  auto t = e.SessionTokens(tenant, id);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? *t : std::vector<TokenId>{};
+}
+
+}  // namespace mnemo::engine
