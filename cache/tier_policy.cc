@@ -93,10 +93,9 @@ absl::StatusOr<DemotionPlan> ChooseDemotions(TierPolicy policy, const TierUsage&
     }
   }
 
-  std::stable_sort(eligible.begin(), eligible.end(),
-                   [](const TierCandidate* a, const TierCandidate* b) {
-                     return a->priority < b->priority;
-                   });
+  std::stable_sort(
+      eligible.begin(), eligible.end(),
+      [](const TierCandidate* a, const TierCandidate* b) { return a->priority < b->priority; });
   uint64_t used = usage.used_bytes;
   for (const TierCandidate* c : eligible) {
     if (used <= low) break;

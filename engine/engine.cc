@@ -162,7 +162,8 @@ void Engine::Impl::CancelAll(const absl::Status& why) {
     run.queued.clear();
   }
   // (Sessions waiting on a sync write keep their runs entry until it completes.)
-  absl::erase_if(runs, [](const auto& kv) { return kv.second.active == nullptr && kv.second.queued.empty(); });
+  absl::erase_if(
+      runs, [](const auto& kv) { return kv.second.active == nullptr && kv.second.queued.empty(); });
 }
 
 // ---------------------------------------------------------------------------------------

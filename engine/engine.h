@@ -149,9 +149,9 @@ struct SessionParams {
   // Rendered as the conversation's system message and prefilled at once (so the first turn
   // computes only its own tokens); "" for none.
   std::string system_prompt;
-  std::string metadata;               // opaque client blob, kept with the session
-  std::optional<absl::Duration> ttl;  // nullopt: EngineOptions::default_ttl
-  uint64_t seed = 0;                  // seeds the session's sampling RNG
+  std::string metadata;                  // opaque client blob, kept with the session
+  std::optional<absl::Duration> ttl;     // nullopt: EngineOptions::default_ttl
+  uint64_t seed = 0;                     // seeds the session's sampling RNG
   std::optional<Durability> durability;  // nullopt: EngineOptions::durability
   Retention retention;
 };
@@ -219,14 +219,14 @@ struct SessionInfo {
   bool busy = false;  // a turn in flight or queued
   absl::Time created;
   absl::Time last_used;
-  absl::Time expires;  // InfiniteFuture without a TTL
+  absl::Time expires;                       // InfiniteFuture without a TTL
   StorageTier tier = StorageTier::kDevice;  // where its KV is
   int64_t device_bytes = 0;                 // == kv_bytes
   int64_t host_bytes = 0;
   int64_t disk_bytes = 0;  // bytes of the blocks its durable copy references
   bool moving = false;     // a spill or restore is in flight
   Durability durability = Durability::kAsync;
-  bool durable = false;  // the state directory holds its current state
+  bool durable = false;          // the state directory holds its current state
   std::string last_write_error;  // of the latest failed write ("" when the last one worked)
   Retention retention;
   absl::Time pinned_until;  // InfinitePast when not pinned
@@ -278,7 +278,7 @@ struct EngineStats {
   int64_t drops = 0;            // sessions whose KV was dropped (no lower tier had room)
   int64_t restores_from_host = 0;
   int64_t restores_from_disk = 0;
-  int64_t restore_failures = 0;  // restores that failed (the KV is recomputed instead)
+  int64_t restore_failures = 0;       // restores that failed (the KV is recomputed instead)
   int64_t restore_blocks_shared = 0;  // restored blocks found in the prefix index (no copy)
   int64_t bytes_to_host = 0;
   int64_t bytes_from_host = 0;

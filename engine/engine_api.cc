@@ -203,15 +203,17 @@ absl::StatusOr<SessionInfo> Engine::Fork(std::string_view tenant, std::string_vi
   return m.Await<absl::StatusOr<SessionInfo>>([&](auto reply) {
     auto src = m.FindSession(tenant, session_id);
     if (!src.ok()) return reply(src.status());
-    m.WhenReady(*src, Impl::Need::kResident, [&m, src = *src, turns, session_id = std::string(session_id),
-                                          reply = std::move(reply)](absl::Status ready) mutable {
-      if (!ready.ok()) return reply(ready);
-      reply(m.ForkNow(*src, turns, session_id));
-    });
+    m.WhenReady(*src, Impl::Need::kResident,
+                [&m, src = *src, turns, session_id = std::string(session_id),
+                 reply = std::move(reply)](absl::Status ready) mutable {
+                  if (!ready.ok()) return reply(ready);
+                  reply(m.ForkNow(*src, turns, session_id));
+                });
   });
 }
 
-absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s, std::optional<int64_t> turns,
+absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s,
+                                                  std::optional<int64_t> turns,
                                                   std::string_view session_id) {
   Impl& m = *this;
   {
@@ -261,11 +263,12 @@ absl::Status Engine::Rewind(std::string_view tenant, std::string_view session_id
   return m.Await<absl::Status>([&](auto reply) {
     auto s = m.FindSession(tenant, session_id);
     if (!s.ok()) return reply(s.status());
-    m.WhenReady(*s, Impl::Need::kResident, [&m, s = *s, turns, session_id = std::string(session_id),
-                                        reply = std::move(reply)](absl::Status ready) mutable {
-      if (!ready.ok()) return reply(ready);
-      reply(m.RewindNow(s, turns, session_id));
-    });
+    m.WhenReady(*s, Impl::Need::kResident,
+                [&m, s = *s, turns, session_id = std::string(session_id),
+                 reply = std::move(reply)](absl::Status ready) mutable {
+                  if (!ready.ok()) return reply(ready);
+                  reply(m.RewindNow(s, turns, session_id));
+                });
   });
 }
 

@@ -51,7 +51,8 @@ int64_t UnixUs(absl::Time t) { return absl::ToUnixMicros(t); }
 
 absl::Status Engine::Impl::OpenTiers() {
   if (opts.io_threads < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("io_threads must be >= 1, got ", opts.io_threads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("io_threads must be >= 1, got ", opts.io_threads));
   }
   if (!(opts.low_watermark >= 0.0 && opts.low_watermark <= opts.high_watermark &&
         opts.high_watermark <= 1.0)) {
@@ -70,16 +71,15 @@ absl::Status Engine::Impl::OpenTiers() {
   }
   io = std::make_unique<IoWorkers>(opts.io_threads);
   if (opts.state_dir.empty()) return absl::OkStatus();
-  auto d = cache::StateDir::Open(opts.state_dir,
-                                 {.fsync = opts.fsync, .file_ops = opts.file_ops});
+  auto d = cache::StateDir::Open(opts.state_dir, {.fsync = opts.fsync, .file_ops = opts.file_ops});
   if (!d.ok()) return d.status();
   disk = std::move(*d);
   auto scan = disk->Scan();
   if (!scan.ok()) return scan.status();
   for (const cache::ScanProblem& p : scan->quarantined) {
     recovery.quarantined.push_back(absl::StrCat(p.path, ": ", p.status.message(),
-                                                p.moved_to.empty() ? "" : " (moved to ",
-                                                p.moved_to, p.moved_to.empty() ? "" : ")"));
+                                                p.moved_to.empty() ? "" : " (moved to ", p.moved_to,
+                                                p.moved_to.empty() ? "" : ")"));
   }
   for (const cache::ScanProblem& p : scan->skipped) {
     recovery.skipped.push_back(absl::StrCat(p.path, ": ", p.status.message()));
@@ -87,9 +87,9 @@ absl::Status Engine::Impl::OpenTiers() {
   recovery.garbage_removed = static_cast<int64_t>(scan->removed.size());
   for (cache::SessionRecord& r : scan->sessions) {
     if (r.model_fingerprint != model->fingerprint()) {
-      const std::string why = absl::StrCat(
-          "session ", r.id.ToString(), " was saved by a model with fingerprint ",
-          r.model_fingerprint, "; this engine runs ", model->fingerprint());
+      const std::string why =
+          absl::StrCat("session ", r.id.ToString(), " was saved by a model with fingerprint ",
+                       r.model_fingerprint, "; this engine runs ", model->fingerprint());
       recovery.refused.push_back(absl::StrCat(disk->SessionPath(r.id), ": ", why));
       refused[r.id] = why;
       continue;
@@ -188,9 +188,9 @@ void Engine::Impl::RunJob(SessionState* s, bool move, absl::AnyInvocable<absl::S
 void Engine::Impl::WhenReady(SessionState* s, Need need,
                              absl::AnyInvocable<void(absl::Status)> fn) {
   Residency& r = Res(*s);
-  const bool ok = need == Need::kNoIo         ? !r.io_busy
-                  : need == Need::kNoMove     ? !r.moving
-                                              : !r.moving && r.tier == StorageTier::kDevice;
+  const bool ok = need == Need::kNoIo     ? !r.io_busy
+                  : need == Need::kNoMove ? !r.moving
+                                          : !r.moving && r.tier == StorageTier::kDevice;
   if (ok && r.deferred.empty()) {
     fn(absl::OkStatus());
     return;
@@ -306,10 +306,10 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
   } else if (opts.tenant_disk_quota_bytes > 0 &&
              static_cast<uint64_t>(tenant_disk_bytes[s->tenant] - old_bytes + new_bytes) >
                  opts.tenant_disk_quota_bytes) {
-    quota = absl::ResourceExhaustedError(absl::StrCat(
-        "tenant \"", s->tenant, "\" would exceed its disk quota of ", opts.tenant_disk_quota_bytes,
-        " bytes (", tenant_disk_bytes[s->tenant], " used; session ", s->id.ToString(), " needs ",
-        new_bytes, ")"));
+    quota = absl::ResourceExhaustedError(
+        absl::StrCat("tenant \"", s->tenant, "\" would exceed its disk quota of ",
+                     opts.tenant_disk_quota_bytes, " bytes (", tenant_disk_bytes[s->tenant],
+                     " used; session ", s->id.ToString(), " needs ", new_bytes, ")"));
   }
   if (!quota.ok()) {
     r.last_error = std::string(quota.message());
@@ -489,10 +489,10 @@ void Engine::Impl::StartSpill(SessionState* s, StorageTier to,
     if (opts.tenant_host_quota_bytes > 0 &&
         static_cast<uint64_t>(tenant_host_bytes[s->tenant] + n * bb) >
             opts.tenant_host_quota_bytes) {
-      done(absl::ResourceExhaustedError(absl::StrCat(
-          "tenant \"", s->tenant, "\" would exceed its host quota of ",
-          opts.tenant_host_quota_bytes, " bytes (", tenant_host_bytes[s->tenant], " used; ",
-          n * bb, " more needed)")));
+      done(absl::ResourceExhaustedError(
+          absl::StrCat("tenant \"", s->tenant, "\" would exceed its host quota of ",
+                       opts.tenant_host_quota_bytes, " bytes (", tenant_host_bytes[s->tenant],
+                       " used; ", n * bb, " more needed)")));
       return;
     }
     if (host->num_free() < n) {
@@ -636,7 +636,7 @@ bool Engine::Impl::TryRestore(SessionState* s) {
         return absl::OkStatus();
       },
       [this, from_host, moved, nfull, copy = std::move(copy)](SessionState* sess,
-                                                               absl::Status st) mutable {
+                                                              absl::Status st) mutable {
         Residency& res = Res(*sess);
         if (st.ok()) {
           sess->kv.table = std::move(res.restore_table);
@@ -819,8 +819,7 @@ void Engine::Impl::TierTick() {
     }
     if (r.tier == StorageTier::kDevice && !s->kv.table.blocks().empty() && (host || disk)) {
       const int64_t n = static_cast<int64_t>(s->kv.table.blocks().size());
-      StartSpill(s, HostFits(*s, n) ? StorageTier::kHost : StorageTier::kDisk,
-                 [](absl::Status) {});
+      StartSpill(s, HostFits(*s, n) ? StorageTier::kHost : StorageTier::kDisk, [](absl::Status) {});
     } else if (r.tier == StorageTier::kHost && disk) {
       StartSpill(s, StorageTier::kDisk, [](absl::Status) {});
     }

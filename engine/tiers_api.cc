@@ -24,8 +24,7 @@ absl::Status Engine::Prefetch(std::string_view tenant, std::string_view session_
   });
 }
 
-absl::Status Engine::Demote(std::string_view tenant, std::string_view session_id,
-                            StorageTier to) {
+absl::Status Engine::Demote(std::string_view tenant, std::string_view session_id, StorageTier to) {
   Impl& m = *impl_;
   if (to == StorageTier::kDevice) {
     return absl::InvalidArgumentError("Demote moves a session to the host or disk tier");
@@ -37,8 +36,8 @@ absl::Status Engine::Demote(std::string_view tenant, std::string_view session_id
                 [&m, s = *s, to, reply = std::move(reply)](absl::Status ready) mutable {
                   if (!ready.ok()) return reply(ready);
                   if (m.Busy(s->id) || m.HasParked(s->id)) {
-                    return reply(absl::FailedPreconditionError(absl::StrCat(
-                        "session ", s->id.ToString(), " has a turn in flight")));
+                    return reply(absl::FailedPreconditionError(
+                        absl::StrCat("session ", s->id.ToString(), " has a turn in flight")));
                   }
                   if (m.Pinned(m.Res(*s), m.Now())) {
                     return reply(absl::FailedPreconditionError(
@@ -84,16 +83,15 @@ absl::Status Engine::ExportSession(std::string_view tenant, std::string_view ses
   return m.Await<absl::Status>([&](auto reply) {
     auto s = m.FindSession(tenant, session_id);
     if (!s.ok()) return reply(s.status());
-    m.WhenReady(*s, Impl::Need::kNoIo,
-                [&m, s = *s, file, reply = std::move(reply)](absl::Status ready) mutable {
-                  if (!ready.ok()) return reply(ready);
-                  auto shared = std::make_shared<absl::AnyInvocable<void(absl::Status)>>(
-                      std::move(reply));
-                  m.RunJob(
-                      s, /*move=*/false,
-                      [&m, id = s->id, file] { return m.disk->Export(id, file); },
-                      [shared](SessionState*, absl::Status st) { (*shared)(std::move(st)); });
-                });
+    m.WhenReady(
+        *s, Impl::Need::kNoIo,
+        [&m, s = *s, file, reply = std::move(reply)](absl::Status ready) mutable {
+          if (!ready.ok()) return reply(ready);
+          auto shared = std::make_shared<absl::AnyInvocable<void(absl::Status)>>(std::move(reply));
+          m.RunJob(
+              s, /*move=*/false, [&m, id = s->id, file] { return m.disk->Export(id, file); },
+              [shared](SessionState*, absl::Status st) { (*shared)(std::move(st)); });
+        });
   });
 }
 
@@ -111,9 +109,9 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(std::string_view tenant,
   if (!record.ok()) {
     bad = record.status();
   } else if (record->model_fingerprint != m.model->fingerprint()) {
-    bad = absl::FailedPreconditionError(absl::StrCat(
-        file, ": the session was saved by a model with fingerprint ", record->model_fingerprint,
-        "; this engine runs ", m.model->fingerprint()));
+    bad = absl::FailedPreconditionError(
+        absl::StrCat(file, ": the session was saved by a model with fingerprint ",
+                     record->model_fingerprint, "; this engine runs ", m.model->fingerprint()));
   }
   if (bad.ok()) {
     absl::StatusOr<SessionInfo> info = m.Call([&]() -> absl::StatusOr<SessionInfo> {
@@ -143,11 +141,11 @@ const RecoveryReport& Engine::recovery() const { return impl_->recovery; }
 void Engine::MaintainTiers() {
   Impl& m = *impl_;
   m.Await<absl::Status>([&](auto reply) {
-    m.last_tier_tick = Clock::time_point();
-    m.TierTick();
-    if (m.moves_in_flight == 0) return reply(absl::OkStatus());
-    m.moves_waiters.push_back(std::move(reply));
-  }).IgnoreError();
+     m.last_tier_tick = Clock::time_point();
+     m.TierTick();
+     if (m.moves_in_flight == 0) return reply(absl::OkStatus());
+     m.moves_waiters.push_back(std::move(reply));
+   }).IgnoreError();
 }
 
 absl::StatusOr<std::string> Engine::SessionKvBytes(std::string_view tenant,

@@ -171,7 +171,7 @@ struct Engine::Impl {
   std::unique_ptr<cache::StateDir> disk;
   std::unique_ptr<IoWorkers> io;
   absl::flat_hash_map<SessionId, Residency> residency;  // one per live session
-  std::vector<std::unique_ptr<Seq>> parked;  // turns waiting for their session's restore
+  std::vector<std::unique_ptr<Seq>> parked;             // turns waiting for their session's restore
   absl::flat_hash_map<std::string, int64_t> tenant_host_bytes;
   absl::flat_hash_map<std::string, int64_t> tenant_disk_bytes;
   int64_t disk_bytes = 0;
@@ -223,7 +223,9 @@ struct Engine::Impl {
   R Await(F fn) {
     std::promise<R> promise;
     std::future<R> future = promise.get_future();
-    Post([&]() { fn(absl::AnyInvocable<void(R)>([&promise](R r) { promise.set_value(std::move(r)); })); });
+    Post([&]() {
+      fn(absl::AnyInvocable<void(R)>([&promise](R r) { promise.set_value(std::move(r)); }));
+    });
     return future.get();
   }
 

@@ -61,7 +61,7 @@ inline TurnResult Await(absl::StatusOr<StreamPtr> stream) {
 // Greedy ids of an independent Generator over `prompt` (the issue-3 path, itself checked
 // against the float64 reference): what recomputing the whole conversation gives.
 inline std::vector<TokenId> FromScratch(const Model& model, const std::vector<TokenId>& prompt,
-                                 int max_tokens, const StopParams& stop = {}) {
+                                        int max_tokens, const StopParams& stop = {}) {
   auto gen = Generator::Create(model, {.threads = testing::TestKernelThreads()});
   EXPECT_TRUE(gen.ok()) << gen.status();
   GenerateRequest r;

@@ -349,12 +349,14 @@ TEST(Tiers, QuotasPinsAndLifetimes) {
   o.durability = Durability::kNone;
   auto e = MakeEngine(*model, o);
   const std::string id = NewSession(*e, "t");
-  ASSERT_TRUE(Await(e->Continue("t", id, UserTurn("A long enough question, please.", 20))).status.ok());
+  ASSERT_TRUE(
+      Await(e->Continue("t", id, UserTurn("A long enough question, please.", 20))).status.ok());
   ASSERT_GT(Info(*e, "t", id).kv_bytes, bb);
   absl::Status st = e->Demote("t", id, StorageTier::kHost);
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
   EXPECT_THAT(st.message(), HasSubstr("host quota"));
-  ASSERT_TRUE(Await(e->Continue("t", id, UserTurn("More words to make it longer still.", 20))).status.ok());
+  ASSERT_TRUE(
+      Await(e->Continue("t", id, UserTurn("More words to make it longer still.", 20))).status.ok());
   st = e->Flush("t", id);
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
   EXPECT_THAT(st.message(), HasSubstr("disk quota"));
@@ -364,10 +366,11 @@ TEST(Tiers, QuotasPinsAndLifetimes) {
   // A pin keeps it on the device tier; idle demotion happens once the pin ends.
   o.tenant_host_quota_bytes = o.tenant_disk_quota_bytes = 0;
   e = MakeEngine(*model, o);
-  const std::string pinned = NewSession(*e, "u", {.retention = {.pin = absl::Seconds(30),
-                                                               .demote_after_idle = absl::Seconds(5)}});
+  const std::string pinned = NewSession(
+      *e, "u", {.retention = {.pin = absl::Seconds(30), .demote_after_idle = absl::Seconds(5)}});
   ASSERT_TRUE(Await(e->Continue("u", pinned, UserTurn("Wait for the tool.", 4))).status.ok());
-  EXPECT_EQ(e->Demote("u", pinned, StorageTier::kHost).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(e->Demote("u", pinned, StorageTier::kHost).code(),
+            absl::StatusCode::kFailedPrecondition);
   now += absl::Seconds(10);
   e->MaintainTiers();
   EXPECT_EQ(Info(*e, "u", pinned).tier, StorageTier::kDevice);
