@@ -100,6 +100,7 @@ absl::Status StateDir::Export(const SessionId& id, const std::string& out_file) 
 }
 
 absl::StatusOr<SessionId> StateDir::Import(const std::string& bundle_file) {
+  if (absl::Status s = CheckWritable("Import"); !s.ok()) return s;
   const auto bad = [&bundle_file](auto&&... parts) {
     return absl::DataLossError(absl::StrCat(bundle_file, ": ", parts...));
   };

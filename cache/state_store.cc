@@ -63,6 +63,7 @@ absl::Status MakeDirs(FileOps* ops, const std::string& path) {
 StateDir::StateDir(std::string root, const StateDirOptions& options)
     : root_(std::move(root)),
       fsync_(options.fsync),
+      read_only_(options.read_only),
       ops_(options.file_ops != nullptr ? options.file_ops : &PosixFileOps()) {}
 
 absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& path,
@@ -74,6 +75,9 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& path
   FileOps* ops = dir->ops_;
   struct stat st;
   int r = ops->Stat(root, &st);
+  if (r == -ENOENT && options.read_only) {
+    return absl::NotFoundError(absl::StrCat("no state directory at ", root));
+  }
   if (r == -ENOENT) {
     if (absl::Status s = MakeDirs(ops, root); !s.ok()) return s;
     r = ops->Stat(root, &st);
@@ -82,6 +86,7 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& path
   if (!S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat(root, ": not a directory (state directory)"));
   }
+  if (options.read_only) return dir;
   const std::string probe = Join(root, kProbeName);
   absl::StatusOr<Fd> fd = OpenFile(ops, probe, O_WRONLY | O_CREAT | O_TRUNC);
   if (!fd.ok()) {
@@ -95,6 +100,12 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& path
 }
 
 std::string StateDir::SessionPath(const SessionId& id) const { return Join(root_, id.ToString()); }
+
+absl::Status StateDir::CheckWritable(std::string_view call) const {
+  if (!read_only_) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("state directory ", root_, " was opened read-only: ", AsAbsl(call), " refused"));
+}
 
 absl::Status StateDir::FsyncDir(const std::string& dir) const {
   return fsync_ ? state_internal::FsyncDir(ops_, dir) : absl::OkStatus();
@@ -131,6 +142,7 @@ absl::StatusOr<uint32_t> StateDir::NextSegment(const SessionId& id, const std::s
 
 absl::StatusOr<std::vector<DiskBlock>> StateDir::AppendBlocks(
     const SessionId& id, std::span<const std::span<const uint8_t>> payloads) {
+  if (absl::Status s = CheckWritable("AppendBlocks"); !s.ok()) return s;
   if (payloads.empty()) return std::vector<DiskBlock>();
   for (size_t i = 0; i < payloads.size(); ++i) {
     if (payloads[i].empty()) {
@@ -171,6 +183,7 @@ absl::StatusOr<std::vector<DiskBlock>> StateDir::AppendBlocks(
 }
 
 absl::Status StateDir::WriteManifest(const SessionRecord& record) {
+  if (absl::Status s = CheckWritable("WriteManifest"); !s.ok()) return s;
   absl::StatusOr<std::string> bytes = SerializeManifest(record);
   if (!bytes.ok()) return bytes.status();
   const std::string dir = SessionPath(record.id);
@@ -296,6 +309,7 @@ absl::Status StateDir::Verify(const SessionId& id) const {
 }
 
 absl::StatusOr<int64_t> StateDir::CollectGarbage(const SessionId& id) {
+  if (absl::Status s = CheckWritable("CollectGarbage"); !s.ok()) return s;
   absl::StatusOr<SessionRecord> record = ReadManifest(id);
   if (!record.ok()) return record.status();
   absl::flat_hash_set<uint32_t> referenced;
@@ -339,6 +353,7 @@ absl::StatusOr<std::string> StateDir::Quarantine(const std::string& name) {
 }
 
 absl::StatusOr<ScanResult> StateDir::Scan() {
+  if (absl::Status s = CheckWritable("Scan"); !s.ok()) return s;
   std::vector<std::string> names;
   if (const int r = ops_->ListDir(root_, &names); r < 0) return IoError("list", root_, r);
   std::sort(names.begin(), names.end());
@@ -403,6 +418,7 @@ absl::StatusOr<ScanResult> StateDir::Scan() {
 }
 
 absl::Status StateDir::Remove(const SessionId& id) {
+  if (absl::Status s = CheckWritable("Remove"); !s.ok()) return s;
   const std::string dir = SessionPath(id);
   struct stat st;
   if (const int r = ops_->Stat(dir, &st); r == -ENOENT) {

@@ -35,6 +35,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -53,6 +54,12 @@ struct StateDirOptions {
   // Every file operation goes through this (not owned; must outlive the StateDir).
   // nullptr: PosixFileOps(). A FaultInjectingFileOps in fault-injection tests.
   FileOps* file_ops = nullptr;
+  // For readers that must leave the directory as it is (`mnemo session ls|verify|export`,
+  // which also work on a read-only mount): Open neither creates the directory (NotFound
+  // when it is missing) nor probes it for writes, and every call that would change it
+  // (AppendBlocks, WriteManifest, CollectGarbage, Scan, Remove, Import) fails with
+  // FailedPrecondition without touching anything.
+  bool read_only = false;
 };
 
 // One entry of the state directory that Scan did not load.
@@ -75,10 +82,11 @@ struct ScanResult {
 
 class StateDir {
  public:
-  // Opens the state directory at `path`, creating it (and its parents) if missing.
-  // InvalidArgument: `path` exists and is not a directory. PermissionDenied (or another
-  // I/O code): it cannot be created or a file cannot be created in it (probed by creating and
-  // removing `.write-probe`). The message names the path and the errno text.
+  // Opens the state directory at `path`, creating it (and its parents) if missing (NotFound
+  // instead with `read_only`). InvalidArgument: `path` exists and is not a directory.
+  // PermissionDenied (or another I/O code): it cannot be created or a file cannot be created in it
+  // (probed by creating and removing `.write-probe`; not with `read_only`). The message names the
+  // path and the errno text.
   static absl::StatusOr<std::unique_ptr<StateDir>> Open(const std::string& path,
                                                         const StateDirOptions& options = {});
 
@@ -158,6 +166,8 @@ class StateDir {
  private:
   StateDir(std::string root, const StateDirOptions& options);
 
+  // OK, or FailedPrecondition naming `call` if this StateDir was opened read-only.
+  absl::Status CheckWritable(std::string_view call) const;
   // Creates <root>/<id> if missing (fsyncing the root when it does).
   absl::Status EnsureSessionDir(const std::string& dir);
   // The number for the session's next segment file.
@@ -172,6 +182,7 @@ class StateDir {
   // Constant after construction.
   const std::string root_;
   const bool fsync_;
+  const bool read_only_;
   FileOps* const ops_;
 
   std::mutex mu_;  // std::mutex: ThreadSanitizer sees it (TOOLCHAIN.md)

@@ -84,6 +84,46 @@ TEST(StateDirOpenTest, CreatesMissingDirectoriesAndRefusesFiles) {
   EXPECT_FALSE(StateDir::Open(root + "/file/sub").ok());
 }
 
+TEST(StateDirOpenTest, ReadOnlyCreatesNothingAndRefusesEveryWrite) {
+  namespace fs = std::filesystem;
+  const std::string root = mnemo::testing::MakeTempDir();
+  auto missing = StateDir::Open(root + "/absent", {.read_only = true});
+  ASSERT_TRUE(absl::IsNotFound(missing.status())) << missing.status();
+  EXPECT_EQ(missing.status().message(), "no state directory at " + root + "/absent");
+  EXPECT_FALSE(fs::exists(root + "/absent"));
+
+  const SessionId id = TestId(5);
+  const SessionRecord r =
+      CommitTurn(*OpenDir(root + "/s"), id, {}, RandomPayloads(2, kBlockBytes, 5));
+  auto bundle_writer = OpenDir(root + "/s");
+  ASSERT_TRUE(bundle_writer->Export(id, root + "/b.bundle").ok());
+  fs::create_directory(root + "/s/" + TestId(6).ToString());  // garbage Scan would remove
+  const std::vector<std::string> before = Entries(root + "/s");
+
+  auto dir = StateDir::Open(root + "/s", {.read_only = true});
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto read = (*dir)->ReadManifest(id);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(*read == r);
+  EXPECT_TRUE((*dir)->Verify(id).ok());
+  EXPECT_TRUE((*dir)->Export(id, root + "/c.bundle").ok());
+
+  const Payloads p = RandomPayloads(1, kBlockBytes, 7);
+  const std::vector<absl::Status> refused = {(*dir)->AppendBlocks(id, Spans(p)).status(),
+                                             (*dir)->WriteManifest(r),
+                                             (*dir)->CollectGarbage(id).status(),
+                                             (*dir)->Scan().status(),
+                                             (*dir)->Remove(id),
+                                             (*dir)->Import(root + "/b.bundle").status()};
+  for (const absl::Status& s : refused) {
+    EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+    EXPECT_TRUE(Contains(s.message(), "was opened read-only")) << s;
+  }
+  EXPECT_EQ(Entries(root + "/s"), before);
+  EXPECT_EQ(Entries(root + "/s/" + id.ToString()),
+            (std::vector<std::string>{"manifest", "seg-000001.kv"}));
+}
+
 TEST_F(StateDirTest, RoundTripsARecordAndItsBlocksByteForByte) {
   const std::string root = mnemo::testing::MakeTempDir();
   const SessionId id = TestId(1);
@@ -443,6 +483,9 @@ std::string CheckReadOnly(const std::string& root) {
       !Contains(ro.status().message(), "Permission denied")) {
     return "Open(ro) message: " + ro.status().ToString();
   }
+  // A reader opens it all the same (and writes no probe).
+  auto reader = StateDir::Open(root + "/ro", {.read_only = true});
+  if (!reader.ok()) return "Open(ro, read_only): " + reader.status().ToString();
   // Writes into a read-only session directory fail clearly; what was there still reads.
   auto rw = StateDir::Open(root + "/rw", {.fsync = false});
   if (!rw.ok()) return "Open(rw): " + rw.status().ToString();

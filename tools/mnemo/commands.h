@@ -12,5 +12,6 @@ int RunTokenize(const std::vector<std::string>& args);
 int RunMakeTestModel(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
 int RunChat(const std::vector<std::string>& args);
+int RunSession(const std::vector<std::string>& args);
 
 }  // namespace mnemo::cli
