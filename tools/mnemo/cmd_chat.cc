@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <memory>
@@ -33,6 +35,9 @@ namespace {
 
 using nlohmann::json;
 
+// The chat's own bookkeeping in the session's metadata (resuming needs it).
+constexpr char kSystemTurnsKey[] = "mnemo-chat system_turns=";
+
 constexpr std::string_view kTenant = "local";
 
 constexpr const char kCommandHelp[] =
@@ -56,7 +61,8 @@ const CommandSpec& Spec() {
           "tokens generated, time to first token and decode speed. Models without a chat\n"
           "template get each line as raw tokens (BOS only at the start of the history).\n"
           "--json prints one JSON object per input line instead of the streamed text.\n"
-          "--state-dir and --session (durable sessions) arrive with the tiered state.\n\n",
+          "With --state-dir the session is saved there (every turn, and at exit) and\n"
+          "--session ID resumes it later, in this or another process.\n\n",
           kCommandHelp),
       .flags = JoinFlags(
           {{{"system", true, "TEXT", "the system prompt (needs a chat template)"},
@@ -64,6 +70,10 @@ const CommandSpec& Spec() {
            SamplingFlagSpecs(),
            {{"threads", true, "N", "CPU threads, 0 = all (default 0)"},
             {"kv-budget", true, "BYTES", "KV cache memory, e.g. 512M or 4G (default 1G)"},
+            {"host-budget", true, "BYTES", "host tier for spilled sessions (default 0: none)"},
+            {"state-dir", true, "DIR", "keep sessions durable in DIR (created if missing)"},
+            {"session", true, "ID", "resume session ID from --state-dir"},
+            {"durability", true, "MODE", "async (default), sync or none (with --state-dir)"},
             {"json", false, "", "one JSON object per input line (turns, commands, errors)"}}}),
       .min_positionals = 1,
       .max_positionals = 1,
@@ -81,6 +91,7 @@ int Fail(std::string_view msg, int code) {
 }
 
 struct ChatOptions {
+  std::string resume;  // --session
   std::string system_prompt;
   engine::SamplingParams sampling;
   int max_tokens = 256;
@@ -98,11 +109,26 @@ class Chat {
 
   // Creates the first session and announces it.
   absl::Status Start() {
-    if (absl::Status s = NewSession(); !s.ok()) return s;
+    const bool resumed = !opts_.resume.empty();
+    if (resumed) {
+      auto info = engine_.GetSession(kTenant, opts_.resume);
+      if (!info.ok()) return info.status();
+      session_ = info->id;
+      // The chat keeps the count of system-prompt turns in the session's metadata.
+      auto meta = engine_.GetMetadata(kTenant, session_);
+      if (meta.ok() && meta->starts_with(kSystemTurnsKey)) {
+        system_turns_ = std::atoi(meta->c_str() + std::strlen(kSystemTurnsKey));
+      }
+    } else if (absl::Status s = NewSession(); !s.ok()) {
+      return s;
+    }
     if (opts_.json) {
-      Emit({{"event", "session"}, {"id", session_}, {"raw_tokens", raw_tokens_}});
+      Emit({{"event", "session"},
+            {"id", session_},
+            {"raw_tokens", raw_tokens_},
+            {"resumed", resumed}});
     } else {
-      Notice(absl::StrCat("session ", session_, " (tenant local",
+      Notice(absl::StrCat(resumed ? "resumed session " : "session ", session_, " (tenant local",
                           raw_tokens_ ? "; no chat template: lines are sent as raw tokens" : "",
                           "; /help lists the commands)"));
     }
@@ -156,7 +182,7 @@ class Chat {
     session_ = info->id;
     // The system prompt's own turn (when the template renders it alone) is not a user turn.
     system_turns_ = info->n_turns;
-    return absl::OkStatus();
+    return engine_.SetMetadata(kTenant, session_, absl::StrCat(kSystemTurnsKey, system_turns_));
   }
 
   // The user turns of the session (its turns less the system prompt's).
@@ -319,25 +345,9 @@ class Chat {
   bool failed_ = false;       // a turn or command failed
 };
 
-// --state-dir and --session belong to durable sessions, which arrive with the tiered state;
-// name them plainly instead of as unknown options.
-absl::Status CheckNotYetSupported(const std::vector<std::string>& args) {
-  for (const std::string& a : args) {
-    if (a == "--") break;
-    for (const char* name : {"--state-dir", "--session"}) {
-      if (a == name || a.starts_with(absl::StrCat(name, "="))) {
-        return absl::UnimplementedError(absl::StrCat(
-            name, " is not supported yet: durable sessions arrive with the tiered state"));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 int RunChat(const std::vector<std::string>& args) {
-  if (absl::Status s = CheckNotYetSupported(args); !s.ok()) return Fail(AsStd(s.message()), 2);
   auto parsed = Parse(Spec(), args);
   if (!parsed.ok()) return Fail(AsStd(parsed.status().message()), 2);
   if (parsed->Has("help")) {
@@ -353,11 +363,32 @@ int RunChat(const std::vector<std::string>& args) {
   for (const absl::Status& s : {max_tokens.status(), sampling.status(), threads.status()}) {
     if (!s.ok()) return Fail(AsStd(s.message()), 2);
   }
-  uint64_t kv_budget = uint64_t{1} << 30;
-  if (auto text = parsed->Get("kv-budget")) {
-    auto bytes = ParseByteSize(*text);
-    if (!bytes.ok()) return Fail(absl::StrCat("--kv-budget: ", bytes.status().message()), 2);
-    kv_budget = *bytes;
+  engine::EngineOptions eo;
+  for (auto [flag, into] : {std::pair{"kv-budget", &eo.kv_budget_bytes},
+                            std::pair{"host-budget", &eo.host_budget_bytes}}) {
+    if (auto text = parsed->Get(flag)) {
+      auto bytes = ParseByteSize(*text);
+      if (!bytes.ok()) return Fail(absl::StrCat("--", flag, ": ", bytes.status().message()), 2);
+      *into = *bytes;
+    }
+  }
+  eo.state_dir = parsed->Get("state-dir").value_or("");
+  opts.resume = parsed->Get("session").value_or("");
+  if (!opts.resume.empty() && eo.state_dir.empty()) {
+    return Fail("--session needs --state-dir (the directory the session was saved in)", 2);
+  }
+  if (auto mode = parsed->Get("durability")) {
+    if (eo.state_dir.empty()) return Fail("--durability needs --state-dir", 2);
+    if (*mode == "async") {
+      eo.durability = engine::Durability::kAsync;
+    } else if (*mode == "sync") {
+      eo.durability = engine::Durability::kSync;
+    } else if (*mode == "none") {
+      eo.durability = engine::Durability::kNone;
+    } else {
+      return Fail(absl::StrCat("--durability must be async, sync or none, got \"", *mode, "\""),
+                  2);
+    }
   }
   if (*max_tokens < 1 || *max_tokens > std::numeric_limits<int>::max()) {
     return Fail("--max-tokens must be >= 1", 2);
@@ -371,9 +402,13 @@ int RunChat(const std::vector<std::string>& args) {
   if (absl::Status s = opts.sampling.Validate((*model)->config().vocab_size); !s.ok()) {
     return Fail(AsStd(s.message()), 2);
   }
-  auto engine = engine::Engine::Create(
-      **model, {.threads = static_cast<int>(*threads), .kv_budget_bytes = kv_budget});
+  eo.threads = static_cast<int>(*threads);
+  auto engine = engine::Engine::Create(**model, eo);
   if (!engine.ok()) return Fail(AsStd(engine.status().message()), 1);
+  for (const auto& list : {(*engine)->recovery().quarantined, (*engine)->recovery().skipped,
+                           (*engine)->recovery().refused}) {
+    for (const std::string& problem : list) PrintErr(absl::StrCat("state directory: ", problem));
+  }
 
   Chat chat(**engine, std::move(opts));
   if (absl::Status s = chat.Start(); !s.ok()) return Fail(AsStd(s.message()), 1);
@@ -386,6 +421,11 @@ int RunChat(const std::vector<std::string>& args) {
       break;
     }
     if (!chat.Handle(line)) break;
+  }
+  if (!eo.state_dir.empty()) {
+    const engine::ShutdownReport r = (*engine)->Shutdown();
+    for (const std::string& e : r.errors) PrintErr(absl::StrCat("not saved: ", e));
+    if (r.failed > 0 || r.timed_out > 0) return 1;
   }
   return chat.failed() ? 1 : 0;
 }
