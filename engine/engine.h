@@ -390,6 +390,7 @@ class Engine {
 
  private:
   explicit Engine(std::unique_ptr<Impl> impl);
+  absl::StatusOr<SessionInfo> SyncedInfo(std::string_view tenant, std::string_view id);
   std::unique_ptr<Impl> impl_;
 };
 

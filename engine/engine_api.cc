@@ -92,11 +92,19 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(std::string_view tenant,
     }
     return m.Info(*raw);
   });
-  if (!info.ok() || prefill_done == nullptr) return info;
+  if (!info.ok()) return info;
   // The session is ready once its system prompt is in KV (if the prefill could not run, e.g.
   // for want of blocks, the first turn computes it instead).
-  ResponseStream(prefill_done).Wait();
-  return GetSession(tenant, info->id);
+  if (prefill_done != nullptr) ResponseStream(prefill_done).Wait();
+  return SyncedInfo(tenant, info->id);
+}
+
+// A sync session's calls return once what they changed is durable.
+absl::StatusOr<SessionInfo> Engine::SyncedInfo(std::string_view tenant, std::string_view id) {
+  auto info = GetSession(tenant, id);
+  if (!info.ok() || info->durability != Durability::kSync) return info;
+  if (absl::Status st = Flush(tenant, id); !st.ok()) return st;
+  return GetSession(tenant, id);
 }
 
 absl::StatusOr<StreamPtr> Engine::Continue(std::string_view tenant, std::string_view session_id,
@@ -200,7 +208,7 @@ absl::StatusOr<int64_t> Engine::PublishPrefix(std::span<const ChatMessage> messa
 absl::StatusOr<SessionInfo> Engine::Fork(std::string_view tenant, std::string_view session_id,
                                          std::optional<int64_t> turns) {
   Impl& m = *impl_;
-  return m.Await<absl::StatusOr<SessionInfo>>([&](auto reply) {
+  absl::StatusOr<SessionInfo> forked = m.Await<absl::StatusOr<SessionInfo>>([&](auto reply) {
     auto src = m.FindSession(tenant, session_id);
     if (!src.ok()) return reply(src.status());
     m.WhenReady(*src, Impl::Need::kResident,
@@ -210,6 +218,8 @@ absl::StatusOr<SessionInfo> Engine::Fork(std::string_view tenant, std::string_vi
                   reply(m.ForkNow(*src, turns, session_id));
                 });
   });
+  if (!forked.ok()) return forked;
+  return SyncedInfo(tenant, forked->id);
 }
 
 absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s,
@@ -260,7 +270,7 @@ absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s,
 
 absl::Status Engine::Rewind(std::string_view tenant, std::string_view session_id, int64_t turns) {
   Impl& m = *impl_;
-  return m.Await<absl::Status>([&](auto reply) {
+  absl::Status st = m.Await<absl::Status>([&](auto reply) {
     auto s = m.FindSession(tenant, session_id);
     if (!s.ok()) return reply(s.status());
     m.WhenReady(*s, Impl::Need::kResident,
@@ -270,6 +280,8 @@ absl::Status Engine::Rewind(std::string_view tenant, std::string_view session_id
                   reply(m.RewindNow(s, turns, session_id));
                 });
   });
+  if (!st.ok()) return st;
+  return SyncedInfo(tenant, session_id).status();
 }
 
 absl::Status Engine::Impl::RewindNow(SessionState* s, int64_t turns, std::string_view session_id) {
@@ -310,7 +322,7 @@ absl::StatusOr<std::string> Engine::GetMetadata(std::string_view tenant,
 absl::Status Engine::SetMetadata(std::string_view tenant, std::string_view session_id,
                                  std::string metadata) {
   Impl& m = *impl_;
-  return m.Call([&]() -> absl::Status {
+  absl::Status st = m.Call([&]() -> absl::Status {
     auto s = m.FindSession(tenant, session_id);
     if (!s.ok()) return s.status();
     (*s)->metadata = std::move(metadata);
@@ -319,6 +331,8 @@ absl::Status Engine::SetMetadata(std::string_view tenant, std::string_view sessi
     m.MaybeWrite(*s, /*force=*/false);
     return absl::OkStatus();
   });
+  if (!st.ok()) return st;
+  return SyncedInfo(tenant, session_id).status();
 }
 
 absl::StatusOr<SessionInfo> Engine::GetSession(std::string_view tenant,

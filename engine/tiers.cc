@@ -257,8 +257,9 @@ void Engine::Impl::MaybeWrite(SessionState* s, bool force) {
   if (r.io_busy || r.deleting) return;
   const bool dirty = r.version > r.written;
   const bool wanted = r.sync.has_value() || !r.flush_waiters.empty() || force || shut;
+  // (Sync sessions write other changes behind too; the calls that make them flush.)
   const bool automatic =
-      dirty && r.durability == Durability::kAsync && r.failed_version != r.version;
+      dirty && r.durability != Durability::kNone && r.failed_version != r.version;
   if (!(automatic || (wanted && (dirty || !r.flush_waiters.empty())))) return;
   StartWrite(s, /*move=*/false, [](SessionState*, absl::Status) {});
 }

@@ -206,8 +206,10 @@ TEST_F(MnemoChat, BadFlagsFailWithOneLine) {
       {{m, "--max-tokens", "0"}, 2, "--max-tokens"},
       {{m, "--kv-budget", "12Q"}, 2, "--kv-budget"},
       {{m, "--threads", "-2"}, 2, "--threads"},
-      {{m, "--state-dir", "/tmp/x"}, 2, "durable sessions"},
-      {{m, "--session=abc"}, 2, "--session is not supported yet"},
+      {{m, "--session=abc"}, 2, "--session needs --state-dir"},
+      {{m, "--durability", "sync"}, 2, "--durability needs --state-dir"},
+      {{m, "--state-dir", testing::MakeTempDir(), "--durability", "often"}, 2, "async, sync or none"},
+      {{m, "--state-dir", testing::MakeTempDir(), "--session", "sess_x"}, 1, "no session sess_x"},
       {{m, "--kv-budget", "1K"}, 1, ""},
       {{"/nonexistent.gguf"}, 1, "nonexistent"},
   };
