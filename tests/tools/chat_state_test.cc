@@ -32,9 +32,22 @@ std::string Question(int i) { return absl::StrCat("Question number ", i, ": what
 
 std::vector<std::string> ChatArgs(const std::string& model, const std::string& dir,
                                   const std::string& durability) {
-  return {testing::MnemoBinary(), "chat", model,         "--state-dir", dir,  "--durability",
-          durability,             "--json", "--temperature", "0",        "--max-tokens", "6",
-          "--threads",            "1",      "--system",      "Be short."};
+  return {testing::MnemoBinary(),
+          "chat",
+          model,
+          "--state-dir",
+          dir,
+          "--durability",
+          durability,
+          "--json",
+          "--temperature",
+          "0",
+          "--max-tokens",
+          "6",
+          "--threads",
+          "1",
+          "--system",
+          "Be short."};
 }
 
 std::vector<json> Events(const std::string& out) {
@@ -134,8 +147,8 @@ void CrashIterations(const std::string& model_path, const std::string& durabilit
   const char* env_iter = std::getenv("MNEMO_CRASH_ITERATIONS");
   const char* env_seed = std::getenv("MNEMO_CRASH_SEED");
   const int iterations = env_iter != nullptr ? std::atoi(env_iter) : 6;
-  const uint32_t seed = env_seed != nullptr ? static_cast<uint32_t>(std::atoll(env_seed))
-                                            : std::random_device{}();
+  const uint32_t seed =
+      env_seed != nullptr ? static_cast<uint32_t>(std::atoll(env_seed)) : std::random_device{}();
   SCOPED_TRACE(absl::StrCat("MNEMO_CRASH_SEED=", seed, " durability ", durability));
   std::mt19937 rng(seed);
   int landed_after_commit = 0;  // the killed turn was durable already

@@ -386,8 +386,7 @@ int RunChat(const std::vector<std::string>& args) {
     } else if (*mode == "none") {
       eo.durability = engine::Durability::kNone;
     } else {
-      return Fail(absl::StrCat("--durability must be async, sync or none, got \"", *mode, "\""),
-                  2);
+      return Fail(absl::StrCat("--durability must be async, sync or none, got \"", *mode, "\""), 2);
     }
   }
   if (*max_tokens < 1 || *max_tokens > std::numeric_limits<int>::max()) {
