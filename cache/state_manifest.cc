@@ -18,6 +18,7 @@
 #include "cache/state_format_generated.h"
 #include "flatbuffers/flatbuffers.h"
 #include "kernels/dtype.h"
+#include "kernels/kv_compress.h"
 
 namespace mnemo::cache {
 namespace {
@@ -108,13 +109,20 @@ bool operator==(const SessionRecord& a, const SessionRecord& b) {
   return a.id == b.id && a.tenant == b.tenant && a.model_fingerprint == b.model_fingerprint &&
          layout_eq(a.layout, b.layout) && a.tokens == b.tokens && a.kv_tokens == b.kv_tokens &&
          turns_eq(a.turns, b.turns) && messages_eq(a.messages, b.messages) &&
-         a.rng_state == b.rng_state && a.metadata == b.metadata &&
+         a.rng_state == b.rng_state && a.metadata == b.metadata && a.kv_encoding == b.kv_encoding &&
          a.created_unix_us == b.created_unix_us && a.last_used_unix_us == b.last_used_unix_us &&
          a.ttl_us == b.ttl_us && a.compaction_log == b.compaction_log && a.blocks == b.blocks;
 }
 
 uint64_t StateChecksum(std::span<const uint8_t> bytes) {
   return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+uint64_t EncodedBlockBytes(const kernels::KvLayout& layout, std::string_view encoding) {
+  if (encoding == kKvEncodingRaw) return static_cast<uint64_t>(layout.block_bytes());
+  if (encoding == kKvEncodingInt8)
+    return static_cast<uint64_t>(kernels::CompressedBlockBytes(layout));
+  return 0;
 }
 
 absl::Status ValidateRecord(const SessionRecord& r) {
@@ -129,7 +137,10 @@ absl::Status ValidateRecord(const SessionRecord& r) {
     return Invalid(r.blocks.size(), " blocks for ", r.kv_tokens, " KV tokens of ",
                    r.layout.block_tokens, "-token blocks (want ", want_blocks, ")");
   }
-  const uint64_t block_bytes = static_cast<uint64_t>(r.layout.block_bytes());
+  const uint64_t block_bytes = EncodedBlockBytes(r.layout, r.kv_encoding);
+  if (block_bytes == 0) {
+    return Invalid("KV encoding '", r.kv_encoding, "' is unknown (want '' or 'int8')");
+  }
   for (size_t i = 0; i < r.blocks.size(); ++i) {
     const DiskBlock& b = r.blocks[i];
     if (b.segment == 0) return Invalid("block ", i, " names segment 0 (segments start at 1)");
@@ -139,7 +150,7 @@ absl::Status ValidateRecord(const SessionRecord& r) {
     }
     if (b.length != block_bytes) {
       return Invalid("block ", i, " has ", b.length, " bytes; the layout's blocks have ",
-                     block_bytes);
+                     block_bytes, " (encoding '", r.kv_encoding, "')");
     }
     const bool full = static_cast<int64_t>(i + 1) * r.layout.block_tokens <= r.kv_tokens;
     if (!full && b.hash != BlockHash{}) {
@@ -216,12 +227,14 @@ absl::StatusOr<std::string> SerializeManifest(const SessionRecord& r) {
     blocks.emplace_back(b.segment, b.offset, b.length, b.checksum, b.hash.lo, b.hash.hi);
   }
   const auto blocks_off = fbb.CreateVectorOfStructs(blocks);
+  const auto encoding = r.kv_encoding.empty() ? flatbuffers::Offset<flatbuffers::String>()
+                                              : fbb.CreateString(r.kv_encoding);
   const fb::SessionId128 id(flatbuffers::make_span(r.id.bytes));
   const fb::RngState rng(flatbuffers::make_span(r.rng_state));
   const auto manifest =
       fb::CreateManifest(fbb, kStateFormatVersion, &id, tenant, fingerprint, layout, tokens,
                          r.kv_tokens, turns_off, messages_off, &rng, metadata, r.created_unix_us,
-                         r.last_used_unix_us, r.ttl_us, log_off, blocks_off);
+                         r.last_used_unix_us, r.ttl_us, log_off, blocks_off, encoding);
   fb::FinishManifestBuffer(fbb, manifest);
   const std::span<const uint8_t> body(fbb.GetBufferPointer(), fbb.GetSize());
   if (kManifestHeaderBytes + body.size() > kMaxManifestBytes) {
@@ -343,6 +356,7 @@ absl::StatusOr<SessionRecord> ParseManifest(std::span<const uint8_t> file, std::
     r.blocks.push_back(
         {b.segment(), b.offset(), b.length(), b.checksum(), BlockHash{b.hash_lo(), b.hash_hi()}});
   });
+  if (m->kv_encoding() != nullptr) r.kv_encoding = std::string(View(m->kv_encoding()));
   if (absl::Status s = ValidateRecord(r); !s.ok()) {
     return bad("invalid manifest: ", s.message());
   }

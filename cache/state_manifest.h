@@ -33,6 +33,11 @@
 namespace mnemo::cache {
 
 inline constexpr uint32_t kStateFormatVersion = 1;
+inline constexpr std::string_view kKvEncodingRaw = "";
+inline constexpr std::string_view kKvEncodingInt8 = "int8";
+
+// The bytes of one block payload of `layout` in `encoding` (0 for an unknown encoding).
+uint64_t EncodedBlockBytes(const kernels::KvLayout& layout, std::string_view encoding);
 // Block payloads start at multiples of this in segment files; the segment header is page 0.
 inline constexpr uint64_t kStateAlignment = 4096;
 inline constexpr uint64_t kManifestHeaderBytes = 32;
@@ -87,6 +92,9 @@ struct SessionRecord {
   std::vector<CompactionRecord> compaction_log;
   // ceil(kv_tokens / layout.block_tokens) blocks, in token order.
   std::vector<DiskBlock> blocks;
+  // The blocks' encoding: kKvEncodingRaw (the layout's block bytes) or kKvEncodingInt8
+  // (kernels/kv_compress.h, CompressedBlockBytes each).
+  std::string kv_encoding;
 };
 
 bool operator==(const SessionRecord& a, const SessionRecord& b);

@@ -185,11 +185,10 @@ SessionInfo Engine::Impl::Info(const SessionState& s) const {
   const auto it = residency.find(s.id);
   if (it != residency.end()) {
     const Residency& r = it->second;
-    const int64_t bb = pool->block_bytes();
     info.tier = r.tier;
     info.device_bytes = info.kv_bytes;
-    info.host_bytes = static_cast<int64_t>(r.host.size()) * bb;
-    info.disk_bytes = static_cast<int64_t>(r.disk.size()) * bb;
+    info.host_bytes = static_cast<int64_t>(r.host.size()) * HostBlockBytes();
+    info.disk_bytes = DiskBytes(r);
     info.moving = r.moving;
     if (r.tier != StorageTier::kDevice) info.kv_tokens = r.off_kv_tokens;
     info.durability = r.durability;

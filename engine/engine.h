@@ -114,6 +114,10 @@ struct EngineOptions {
   uint64_t tenant_disk_quota_bytes = 0;
   Durability durability = Durability::kAsync;  // sessions' default (needs state_dir)
   bool tier_cost_aware = true;                 // victim choice; false: plain LRU
+  // KV leaving the device tier is quantized to int8 with one scale per (layer, k|v, head)
+  // tile (kernels/kv_compress.h): about half the bytes on the host tier and on disk, at a
+  // small accuracy cost (docs/kernels.md). Off: byte-identical copies.
+  bool compress_cold = false;
   double high_watermark = 0.9;                 // fraction of a tier's budget that triggers
   double low_watermark = 0.7;                  // demotion, and what demotion brings it to
   int io_threads = 2;                          // I/O workers (copies, file I/O), >= 1

@@ -6,6 +6,7 @@
 
 #include "engine/engine.h"
 #include "engine/internal/engine_impl.h"
+#include "kernels/kv_compress.h"
 
 namespace mnemo::engine {
 
@@ -63,9 +64,10 @@ absl::Status Engine::Impl::OpenTiers() {
   if (opts.durability == Durability::kSync && opts.state_dir.empty()) {
     return absl::InvalidArgumentError("durability sync needs a state directory");
   }
+  cold_bytes = static_cast<int64_t>(cache::EncodedBlockBytes(pool->layout(), ColdEncoding()));
   if (opts.host_budget_bytes > 0) {
     auto h = cache::HostTier::Create(
-        {.block_bytes = pool->block_bytes(), .budget_bytes = opts.host_budget_bytes});
+        {.block_bytes = cold_bytes, .budget_bytes = opts.host_budget_bytes});
     if (!h.ok()) return h.status();
     host = std::move(*h);
   }
@@ -121,9 +123,9 @@ void Engine::Impl::RegisterRecord(cache::SessionRecord rec, std::string_view ten
   r.durability = opts.durability;
   r.on_disk = true;
   r.disk = std::move(rec.blocks);
+  r.disk_encoding = std::move(rec.kv_encoding);
   r.disk_kv_tokens = rec.kv_tokens;
   r.version = r.written = 1;
-  const int64_t bb = pool->block_bytes();
   if (SameLayout(rec.layout, pool->layout()) && rec.kv_tokens > 0) {
     r.disk_valid_full = rec.kv_tokens / rec.layout.block_tokens;
     r.tier = StorageTier::kDisk;
@@ -134,7 +136,7 @@ void Engine::Impl::RegisterRecord(cache::SessionRecord rec, std::string_view ten
     }
   }
   // (Another KV layout: the blocks cannot be used; the first turn recomputes them.)
-  const int64_t bytes = static_cast<int64_t>(r.disk.size()) * bb;
+  const int64_t bytes = DiskBytes(r);
   disk_bytes += bytes;
   tenant_disk_bytes[s->tenant] += bytes;
   sessions.Insert(std::move(s));
@@ -289,15 +291,19 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
   const int64_t nfull = n_kv / bt;
   const int64_t nblocks = CeilDiv(n_kv, bt);
   const bool kv_on_disk = r.tier == StorageTier::kDisk;
-  const int64_t keep = kv_on_disk ? nblocks : std::min(r.disk_valid_full, nfull);
+  // Blocks already on disk in another encoding (compress_cold changed) are rewritten.
+  const std::string encoding(kv_on_disk ? r.disk_encoding : ColdEncoding());
+  const int64_t keep = kv_on_disk                    ? nblocks
+                       : r.disk_encoding != encoding ? 0
+                                                     : std::min(r.disk_valid_full, nfull);
   if (r.on_disk && r.written == r.version && r.disk_kv_tokens == n_kv && keep == nblocks) {
     AfterWrite(s, absl::OkStatus());  // nothing new to write
     then(s, absl::OkStatus());
     return;
   }
   // Budgets: the state directory's and the tenant's.
-  const int64_t old_bytes = static_cast<int64_t>(r.disk.size()) * bb;
-  const int64_t new_bytes = nblocks * bb;
+  const int64_t old_bytes = DiskBytes(r);
+  const int64_t new_bytes = kv_on_disk ? old_bytes : nblocks * cold_bytes;
   absl::Status quota;
   if (opts.disk_budget_bytes > 0 &&
       static_cast<uint64_t>(disk_bytes - old_bytes + new_bytes) > opts.disk_budget_bytes) {
@@ -330,11 +336,17 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
     std::vector<std::span<const uint8_t>> full;
     std::vector<cache::BlockHash> hashes;
     std::vector<uint8_t> partial;
+    int64_t partial_rows = 0;
+    bool encode = false;  // raw device blocks to put in the cold encoding
+    std::vector<std::vector<uint8_t>> encoded;
     std::vector<cache::DiskBlock> blocks;  // the result
   };
   auto job = std::make_shared<Job>();
   job->record = MakeRecord(*s);
   job->record.kv_tokens = n_kv;
+  job->record.kv_encoding = encoding;
+  job->encode = r.tier == StorageTier::kDevice && opts.compress_cold;
+  job->partial_rows = n_kv - nfull * bt;
   job->kept.assign(r.disk.begin(), r.disk.begin() + std::min<int64_t>(keep, r.disk.size()));
   if (!kv_on_disk) {
     for (int64_t i = keep; i < nblocks; ++i) {
@@ -366,6 +378,19 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
   RunJob(
       s, move,
       [this, id = s->id, job]() -> absl::Status {
+        if (job->encode) {  // device blocks: into the cold encoding here, off the loop
+          job->encoded.reserve(job->full.size());  // (the spans point into it)
+          for (std::span<const uint8_t>& b : job->full) {
+            job->encoded.emplace_back(static_cast<size_t>(cold_bytes));
+            EncodeCold(b.data(), pool->layout().block_tokens, job->encoded.back().data());
+            b = job->encoded.back();
+          }
+          if (!job->partial.empty()) {
+            std::vector<uint8_t> out(static_cast<size_t>(cold_bytes));
+            EncodeCold(job->partial.data(), job->partial_rows, out.data());
+            job->partial = std::move(out);
+          }
+        }
         std::vector<cache::DiskBlock> blocks = job->kept;
         auto full = disk->AppendBlocks(id, job->full);
         if (!full.ok()) return full.status();
@@ -384,7 +409,7 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
         (void)disk->CollectGarbage(id);  // superseded segments; a failure leaves garbage only
         return absl::OkStatus();
       },
-      [this, job, version, n_kv, nfull, new_bytes, old_bytes, written_blocks, bb,
+      [this, job, version, n_kv, nfull, new_bytes, old_bytes, written_blocks,
        then = std::move(then)](SessionState* sess, absl::Status st) mutable {
         Residency& res = Res(*sess);
         res.io_hold.Release(*pool);
@@ -392,13 +417,14 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
           disk_bytes += new_bytes - old_bytes;
           tenant_disk_bytes[sess->tenant] += new_bytes - old_bytes;
           res.disk = std::move(job->blocks);
+          res.disk_encoding = job->record.kv_encoding;
           res.on_disk = true;
           res.disk_kv_tokens = n_kv;
           res.disk_valid_full = std::min(nfull, res.trunc_floor);
           res.written = std::max(res.written, version);
           res.last_error.clear();
           ++stats.writes;
-          stats.bytes_to_disk += written_blocks * bb;
+          stats.bytes_to_disk += written_blocks * cold_bytes;
         } else {
           res.last_error = std::string(st.message());
           res.failed_version = version;
@@ -445,6 +471,40 @@ void Engine::Impl::ReleaseSyncWait(SessionState* s, absl::Status st) {
   }
   w.out->Finish(std::move(w.result));
   StartNextTurn(s->id);
+}
+
+}  // namespace mnemo::engine
+
+namespace mnemo::engine {
+
+void Engine::Impl::EncodeCold(const uint8_t* raw, int64_t rows, uint8_t* out) const {
+  const kernels::KvLayout& l = pool->layout();
+  if (!opts.compress_cold) {
+    std::memcpy(out, raw, static_cast<size_t>(l.block_bytes()));
+    return;
+  }
+  if (rows >= l.block_tokens) {
+    kernels::CompressKvBlock(l, raw, out);
+    return;
+  }
+  // The rows past the last token hold stale values: zero them so they do not set the scales.
+  std::vector<uint8_t> tmp(raw, raw + l.block_bytes());
+  const int64_t row_bytes = int64_t{l.head_dim} * l.elem_bytes();
+  for (int64_t t = 0; t < kernels::KvCompressedTiles(l); ++t) {
+    uint8_t* tile = tmp.data() + t * l.tile_elems() * l.elem_bytes();
+    std::memset(tile + rows * row_bytes, 0,
+                static_cast<size_t>((l.block_tokens - rows) * row_bytes));
+  }
+  kernels::CompressKvBlock(l, tmp.data(), out);
+}
+
+void Engine::Impl::DecodeCold(std::string_view encoding, const uint8_t* in, uint8_t* raw) const {
+  const kernels::KvLayout& l = pool->layout();
+  if (encoding == cache::kKvEncodingInt8) {
+    kernels::DecompressKvBlock(l, in, raw);
+  } else {
+    std::memcpy(raw, in, static_cast<size_t>(l.block_bytes()));
+  }
 }
 
 }  // namespace mnemo::engine

@@ -22,7 +22,7 @@ void Engine::Impl::DropKv(SessionState* s) {
   s->kv.ReleaseKv(*pool);
   if (r.tier == StorageTier::kHost) {
     for (cache::HostBlockId h : r.host) host->Free(h);
-    tenant_host_bytes[s->tenant] -= static_cast<int64_t>(r.host.size()) * pool->block_bytes();
+    tenant_host_bytes[s->tenant] -= static_cast<int64_t>(r.host.size()) * HostBlockBytes();
     r.host.clear();
   }
   r.tier = StorageTier::kDevice;
@@ -34,7 +34,7 @@ void Engine::Impl::DropKv(SessionState* s) {
 void Engine::Impl::StartSpill(SessionState* s, StorageTier to,
                               absl::AnyInvocable<void(absl::Status)> done) {
   Residency& r = Res(*s);
-  const int64_t bb = pool->block_bytes();
+  const int64_t bb = HostBlockBytes();
   if (r.io_busy || Busy(s->id)) {
     done(absl::FailedPreconditionError(
         absl::StrCat("session ", s->id.ToString(), " is busy (a turn or a move in flight)")));
@@ -68,17 +68,26 @@ void Engine::Impl::StartSpill(SessionState* s, StorageTier to,
                                                      " free blocks; the session needs ", n)));
       return;
     }
+    struct Copy {
+      const uint8_t* src;
+      uint8_t* dst;
+      int64_t rows;  // tokens of the block in use
+    };
     std::vector<cache::HostBlockId> slots;
-    std::vector<std::pair<const uint8_t*, uint8_t*>> copies;
-    for (cache::BlockId b : s->kv.table.blocks()) {
+    std::vector<Copy> copies;
+    const int64_t bt = opts.block_tokens;
+    const int64_t n_kv = s->kv.table.n_tokens();
+    for (size_t i = 0; i < s->kv.table.blocks().size(); ++i) {
       slots.push_back(*host->Allocate());
-      copies.emplace_back(pool->BlockData(b), host->MutableBlockData(slots.back()).data());
+      copies.push_back({pool->BlockData(s->kv.table.blocks()[i]),
+                        host->MutableBlockData(slots.back()).data(),
+                        std::min<int64_t>(bt, n_kv - static_cast<int64_t>(i) * bt)});
     }
     tenant_host_bytes[s->tenant] += n * bb;
     RunJob(
         s, /*move=*/true,
-        [copies = std::move(copies), bb]() {
-          for (const auto& [src, dst] : copies) std::memcpy(dst, src, static_cast<size_t>(bb));
+        [this, copies = std::move(copies)]() {
+          for (const Copy& c : copies) EncodeCold(c.src, c.rows, c.dst);
           return absl::OkStatus();
         },
         [this, slots = std::move(slots), n, bb, done = std::move(done)](SessionState* sess,
@@ -111,7 +120,7 @@ void Engine::Impl::StartSpill(SessionState* s, StorageTier to,
                  } else if (res.tier == StorageTier::kHost) {
                    for (cache::HostBlockId h : res.host) host->Free(h);
                    tenant_host_bytes[sess->tenant] -=
-                       static_cast<int64_t>(res.host.size()) * pool->block_bytes();
+                       static_cast<int64_t>(res.host.size()) * HostBlockBytes();
                    res.host.clear();
                  }
                  res.tier = StorageTier::kDisk;
@@ -139,7 +148,6 @@ bool Engine::Impl::TryRestore(SessionState* s) {
   r.want_restore = false;
   if (r.tier == StorageTier::kDevice || r.io_busy) return true;
   const int64_t bt = opts.block_tokens;
-  const int64_t bb = pool->block_bytes();
   const int64_t n = r.off_kv_tokens;
   const int64_t nfull = n / bt;
   const int64_t nblocks = CeilDiv(n, bt);
@@ -192,14 +200,23 @@ bool Engine::Impl::TryRestore(SessionState* s) {
       reads.emplace_back(r.disk[static_cast<size_t>(i)], pool->BlockData(id));
     }
   }
-  const int64_t moved = static_cast<int64_t>(copy.size()) * bb;
+  const int64_t moved =
+      static_cast<int64_t>(copy.size()) * (from_host ? cold_bytes : pool->block_bytes());
   RunJob(
       s, /*move=*/true,
-      [this, id = s->id, copies = std::move(copies), reads = std::move(reads), bb]() {
-        for (const auto& [from, to] : copies) std::memcpy(to, from, static_cast<size_t>(bb));
+      [this, id = s->id, copies = std::move(copies), reads = std::move(reads),
+       encoding = from_host ? std::string(ColdEncoding()) : r.disk_encoding]() {
+        for (const auto& [from, to] : copies) DecodeCold(encoding, from, to);
+        std::vector<uint8_t> buf;
         for (const auto& [block, to] : reads) {
-          absl::Status st = disk->ReadBlock(id, block, std::span(to, static_cast<size_t>(bb)));
-          if (!st.ok()) return st;
+          if (encoding == cache::kKvEncodingRaw) {
+            absl::Status st = disk->ReadBlock(id, block, std::span(to, block.length));
+            if (!st.ok()) return st;
+            continue;
+          }
+          buf.resize(block.length);
+          if (absl::Status st = disk->ReadBlock(id, block, buf); !st.ok()) return st;
+          DecodeCold(encoding, buf.data(), to);
         }
         return absl::OkStatus();
       },
@@ -226,7 +243,7 @@ bool Engine::Impl::TryRestore(SessionState* s) {
           if (from_host) {
             for (cache::HostBlockId h : res.host) host->Free(h);
             tenant_host_bytes[sess->tenant] -=
-                static_cast<int64_t>(res.host.size()) * pool->block_bytes();
+                static_cast<int64_t>(res.host.size()) * HostBlockBytes();
             res.host.clear();
           }
           res.tier = StorageTier::kDevice;
@@ -320,7 +337,7 @@ bool Engine::Impl::FreeDeviceBlocks(int64_t need) {
 }
 
 bool Engine::Impl::HostFits(const SessionState& s, int64_t blocks) {
-  const int64_t bb = pool->block_bytes();
+  const int64_t bb = HostBlockBytes();
   return host && host->num_free() >= blocks &&
          (opts.tenant_host_quota_bytes == 0 ||
           static_cast<uint64_t>(tenant_host_bytes[s.tenant] + blocks * bb) <=
@@ -330,7 +347,7 @@ bool Engine::Impl::HostFits(const SessionState& s, int64_t blocks) {
 // The host tier's watermarks: idle host sessions go to disk (or are dropped without one).
 void Engine::Impl::DemoteHost(int64_t need_blocks) {
   if (!host) return;
-  const int64_t bb = pool->block_bytes();
+  const int64_t bb = HostBlockBytes();
   const absl::Time now = Now();
   const cache::TierCostModel cost =
       CostModel(pool->layout(), *model, cache::TierCostModel::kDefaultDiskBytesPerSecond);
@@ -436,15 +453,14 @@ void Engine::Impl::Unpark(const SessionId& id) {
 
 void Engine::Impl::FinishDelete(SessionState* s) {
   Residency& r = Res(*s);
-  const int64_t bb = pool->block_bytes();
   s->kv.ReleaseKv(*pool);
   r.io_hold.Release(*pool);
   r.restore_table.Release(*pool);
   if (host) {
     for (cache::HostBlockId h : r.host) host->Free(h);
   }
-  tenant_host_bytes[s->tenant] -= static_cast<int64_t>(r.host.size()) * bb;
-  const int64_t on_disk = static_cast<int64_t>(r.disk.size()) * bb;
+  tenant_host_bytes[s->tenant] -= static_cast<int64_t>(r.host.size()) * HostBlockBytes();
+  const int64_t on_disk = DiskBytes(r);
   disk_bytes -= on_disk;
   tenant_disk_bytes[s->tenant] -= on_disk;
   std::vector<absl::AnyInvocable<void(absl::Status)>> waiters = std::move(r.delete_waiters);

@@ -296,6 +296,21 @@ struct Engine::Impl {
   // move is (now or already) in flight that will free blocks.
   bool FreeDeviceBlocks(int64_t need);
   void DemoteHost(int64_t need_blocks);
+  // The cold tiers' block encoding (EngineOptions::compress_cold) and its bytes per block.
+  std::string_view ColdEncoding() const {
+    return opts.compress_cold ? cache::kKvEncodingInt8 : cache::kKvEncodingRaw;
+  }
+  int64_t cold_bytes = 0;
+  int64_t HostBlockBytes() const { return host ? host->block_bytes() : 0; }
+  static int64_t DiskBytes(const Residency& r) {
+    int64_t n = 0;
+    for (const cache::DiskBlock& b : r.disk) n += static_cast<int64_t>(b.length);
+    return n;
+  }
+  // A device block (raw, `rows` of its tokens used) in the cold encoding, and back. Pure:
+  // called on the I/O workers.
+  void EncodeCold(const uint8_t* raw, int64_t rows, uint8_t* out) const;
+  void DecodeCold(std::string_view encoding, const uint8_t* in, uint8_t* raw) const;
   // Whether `blocks` more host blocks fit the host tier and the session's tenant quota.
   bool HostFits(const SessionState& s, int64_t blocks);
   void TierTick();

@@ -69,6 +69,7 @@ struct Residency {
   // The durable copy: the blocks of the last manifest written (or found at startup).
   bool on_disk = false;
   std::vector<cache::DiskBlock> disk;
+  std::string disk_encoding;  // of `disk` (cache::kKvEncodingRaw or kKvEncodingInt8)
   int64_t disk_kv_tokens = 0;
   int64_t disk_valid_full = 0;  // leading full disk blocks that still match the session's KV
   // Full blocks kept by history truncations since the running write took its snapshot.

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kv_compress.h"
 #include "tests/cache/state_test_util.h"
 
 namespace mnemo::cache {
@@ -56,6 +57,28 @@ TEST(StateManifestTest, RoundTripsEveryField) {
   ASSERT_TRUE(empty_back.ok()) << empty_back.status();
   EXPECT_TRUE(*empty_back == empty);
   EXPECT_EQ(empty_back->ttl_us, -1);
+}
+
+// The int8 cold encoding: its blocks are CompressedBlockBytes long; an unknown encoding, or
+// raw-length blocks under int8, are refused.
+TEST(StateManifestTest, KvEncodingRoundTripsAndFixesTheBlockLength) {
+  SessionRecord r = FullRecord(TestId(8), Blocks(3));
+  r.kv_encoding = std::string(kKvEncodingInt8);
+  EXPECT_EQ(ValidateRecord(r).code(), absl::StatusCode::kInvalidArgument);  // 256-byte blocks
+  const uint64_t packed = EncodedBlockBytes(r.layout, kKvEncodingInt8);
+  EXPECT_EQ(packed, static_cast<uint64_t>(kernels::CompressedBlockBytes(r.layout)));
+  EXPECT_LT(packed, static_cast<uint64_t>(r.layout.block_bytes()));
+  for (DiskBlock& b : r.blocks) b.length = packed;
+  auto bytes = SerializeManifest(r);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  auto back = ParseManifest(Span(*bytes), "m");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(*back == r);
+  EXPECT_EQ(back->kv_encoding, "int8");
+  r.kv_encoding = "zstd";
+  const absl::Status st = ValidateRecord(r);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("zstd"), std::string::npos) << st;
 }
 
 TEST(StateManifestTest, ValidateRecordNamesTheBrokenField) {
