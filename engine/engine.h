@@ -288,7 +288,10 @@ struct EngineStats {
   int64_t bytes_from_host = 0;
   int64_t bytes_to_disk = 0;
   int64_t bytes_from_disk = 0;
-  int64_t writes = 0;          // durable writes completed
+  int64_t writes = 0;  // durable writes completed
+  // The longest time from a change (a finished turn, ...) to the completed write that made
+  // it durable: the async write-behind's lag as measured.
+  double write_lag_max_seconds = 0.0;
   int64_t write_failures = 0;  // durable writes that failed
   int64_t parked = 0;          // requests waiting for their session's restore (now)
 };

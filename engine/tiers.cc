@@ -372,6 +372,8 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
     }
   }
   const uint64_t version = r.version;
+  const Clock::time_point dirty_since = r.dirty_since;
+  const Clock::time_point started = Clock::now();
   r.trunc_floor = std::numeric_limits<int64_t>::max();
   const int64_t written_blocks =
       static_cast<int64_t>(job->full.size()) + (job->partial.empty() ? 0 : 1);
@@ -409,7 +411,7 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
         (void)disk->CollectGarbage(id);  // superseded segments; a failure leaves garbage only
         return absl::OkStatus();
       },
-      [this, job, version, n_kv, nfull, new_bytes, old_bytes, written_blocks,
+      [this, job, version, dirty_since, started, n_kv, nfull, new_bytes, old_bytes, written_blocks,
        then = std::move(then)](SessionState* sess, absl::Status st) mutable {
         Residency& res = Res(*sess);
         res.io_hold.Release(*pool);
@@ -421,7 +423,13 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
           res.on_disk = true;
           res.disk_kv_tokens = n_kv;
           res.disk_valid_full = std::min(nfull, res.trunc_floor);
-          res.written = std::max(res.written, version);
+          if (version > res.written) {
+            stats.write_lag_max_seconds =
+                std::max(stats.write_lag_max_seconds, Seconds(Clock::now() - dirty_since));
+            res.written = version;
+            // Changes made while this write ran are no older than its start (an upper bound).
+            if (res.version > version) res.dirty_since = started;
+          }
           res.last_error.clear();
           ++stats.writes;
           stats.bytes_to_disk += written_blocks * cold_bytes;

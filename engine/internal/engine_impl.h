@@ -280,7 +280,11 @@ struct Engine::Impl {
   void RunJob(SessionState* s, bool move, absl::AnyInvocable<absl::Status()> job,
               absl::AnyInvocable<void(SessionState*, absl::Status)> done);
   void TruncateHistory(SessionState* s, int64_t n_tokens);
-  void MarkChanged(SessionState* s) { ++Res(*s).version; }
+  void MarkChanged(SessionState* s) {
+    Residency& r = Res(*s);
+    if (r.version == r.written) r.dirty_since = Clock::now();
+    ++r.version;
+  }
   cache::SessionRecord MakeRecord(const SessionState& s) const;
   // Starts a write of the session's state if one is due (durability, Flush, sync, shutdown).
   void MaybeWrite(SessionState* s, bool force);

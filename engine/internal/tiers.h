@@ -14,6 +14,7 @@
 // every full block it reads (io_hold), so turns run while it writes.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -76,6 +77,7 @@ struct Residency {
   int64_t trunc_floor = std::numeric_limits<int64_t>::max();
   uint64_t version = 1;  // bumped by every change to what a manifest holds
   uint64_t written = 0;  // the version the durable copy holds
+  std::chrono::steady_clock::time_point dirty_since;  // first change not yet written
   std::string last_error;
 
   Durability durability = Durability::kAsync;

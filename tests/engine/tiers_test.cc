@@ -183,6 +183,8 @@ TEST(Tiers, RestartContinuesEverySessionTokenIdentically) {
       ++i;
     }
     EXPECT_TRUE(Info(*e, "acme", ids[1]).durable);  // sync: durable when the turn returned
+    EXPECT_GT(e->Stats().writes, 0);
+    EXPECT_GT(e->Stats().write_lag_max_seconds, 0.0);
     const ShutdownReport rep = e->Shutdown();
     EXPECT_EQ(rep.written, 3);
     EXPECT_EQ(rep.failed, 0);
