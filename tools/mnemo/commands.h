@@ -12,6 +12,7 @@ int RunTokenize(const std::vector<std::string>& args);
 int RunMakeTestModel(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
 int RunChat(const std::vector<std::string>& args);
+int RunServe(const std::vector<std::string>& args);
 int RunSession(const std::vector<std::string>& args);
 
 }  // namespace mnemo::cli

@@ -20,6 +20,7 @@ constexpr Subcommand kSubcommands[] = {
     {"tokenize", "print the token ids (and pieces) of a text", mnemo::cli::RunTokenize},
     {"generate", "generate text from a prompt (CPU)", mnemo::cli::RunGenerate},
     {"chat", "an interactive multi-turn chat on one session (CPU)", mnemo::cli::RunChat},
+    {"serve", "serve the OpenAI and session HTTP APIs (docs/api.md)", mnemo::cli::RunServe},
     {"session", "list, verify, remove, export and import saved sessions (--state-dir)",
      mnemo::cli::RunSession},
     {"make-test-model", "write a tiny random-weight model for tests", mnemo::cli::RunMakeTestModel},
