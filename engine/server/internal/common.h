@@ -223,3 +223,27 @@ void RegisterResponsesRoutes(Router& r);  // /v1/responses...
 void RegisterSessionRoutes(Router& r);    // /v1/sessions...
 
 }  // namespace mnemo::server
+
+namespace mnemo::server {
+
+// ---------------------------------------------------------------------------------------
+// The chat.completion answer (engine/server/chat_response.cc), shared by
+// /v1/chat/completions and /v1/sessions/{id}/messages.
+
+// Answers `c` with the n choices whose engine streams are `streams` (already started, one
+// per choice, in choice order): a "chat.completion" object, or with g.stream a stream of
+// "chat.completion.chunk" events (choice after choice; a usage chunk when
+// g.include_usage) ending with "data: [DONE]". An engine error of the first choice becomes
+// the HTTP error (not streaming) or an error event (streaming). `extra` is merged into the
+// top-level object (e.g. {"session_id": ...}); `id` is its id ("chatcmpl-...").
+void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const GenerationFields& g,
+                 const std::string& id, const Json& extra);
+
+// The logprobs object of one choice ({"content": [{token, logprob, bytes, top_logprobs}]}).
+Json ChatLogprobs(const engine::Tokenizer& tok, const engine::TurnResult& r);
+// The usage object of a request whose choices ended with `results`.
+Json ChatUsage(const std::vector<const engine::TurnResult*>& results);
+// "<prefix>" + 24 random hex digits.
+std::string RandomId(std::string_view prefix);
+
+}  // namespace mnemo::server
