@@ -35,3 +35,20 @@ if ((${#missing[@]})); then
 else
   echo "setup: all packages present"
 fi
+
+# Python packages of the tests (the official OpenAI client, for tests/server/openai_client_test.py),
+# in a virtual environment under .cache/ (git-ignored), pinned, with retries.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.cache/venv"
+PY_PACKAGES=("openai==1.109.1")
+if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  for attempt in 1 2 3 4; do
+    if "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"; then
+      break
+    fi
+    if [[ $attempt -eq 4 ]]; then echo "setup: pip install ${PY_PACKAGES[*]} failed" >&2; exit 1; fi
+    echo "setup: pip install failed, retrying ($attempt)" >&2
+    sleep $((attempt * 5))
+  done
+fi
