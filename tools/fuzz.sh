@@ -44,7 +44,10 @@ case "$TARGET" in
         ABSL=(absl_status absl_statusor absl_strings absl_str_format absl_flat_hash_map
               absl_hash absl_time libxxhash)
         FBS=(cache/state_format.fbs) ;;
-  *) echo "fuzz.sh: unknown target '$TARGET' (known: gguf, safetensors, state_manifest)" >&2; exit 2 ;;
+  server_request)
+        SRCS=(engine/server/request_fields.cc)
+        ABSL=(absl_status absl_strings absl_str_format) ;;
+  *) echo "fuzz.sh: unknown target '$TARGET' (known: gguf, safetensors, state_manifest, server_request)" >&2; exit 2 ;;
 esac
 
 command -v "$CXX" >/dev/null || { echo "fuzz.sh: $CXX not found (apt-get install clang)" >&2; exit 1; }

@@ -82,9 +82,12 @@ TEST(ServerLoad, SixtyFourStreamingClientsFailNothingAndLeakNothing) {
         }
         const std::string id = ParseJson(created->body).value("id", "");
         for (int turn = 0; turn < 3; ++turn) {
-          const Json body = {{"messages", {{{"role", "user"}, {"content", absl::StrCat("client ", c, " round ", round, " turn ", turn)}}}},
-                             {"max_tokens", 6},
-                             {"stream", true}};
+          const Json body = {
+              {"messages",
+               {{{"role", "user"},
+                 {"content", absl::StrCat("client ", c, " round ", round, " turn ", turn)}}}},
+              {"max_tokens", 6},
+              {"stream", true}};
           (Streamed(cli, "/v1/sessions/" + id + "/messages", body) ? ok : failed)++;
         }
         auto del = cli.Delete(("/v1/sessions/" + id).c_str());
@@ -123,17 +126,24 @@ TEST(ServerLoad, SixtyFourStreamingClientsFailNothingAndLeakNothing) {
 TEST(ServerDrain, SigtermFinishesStreamsAndKeepsSessions) {
   const std::string dir = mnemo::testing::MakeTempDir();
   const std::string model = dir + "/m.gguf";
-  ASSERT_TRUE(engine::WriteTestModel({.arch = engine::Architecture::kLlama,
-                                      .dtype = kernels::DType::kF16},
-                                     model)
+  ASSERT_TRUE(engine::WriteTestModel(
+                  {.arch = engine::Architecture::kLlama, .dtype = kernels::DType::kF16}, model)
                   .ok());
   const std::string state = dir + "/state";
   auto start = [&](int* port) -> pid_t {
     int err[2];
     EXPECT_EQ(pipe(err), 0);
-    const std::vector<std::string> args = {mnemo::testing::MnemoBinary(), "serve", model,
-                                           "--port", "0", "--threads", "1", "--state-dir",
-                                           state, "--model-name", "test-model"};
+    const std::vector<std::string> args = {mnemo::testing::MnemoBinary(),
+                                           "serve",
+                                           model,
+                                           "--port",
+                                           "0",
+                                           "--threads",
+                                           "1",
+                                           "--state-dir",
+                                           state,
+                                           "--model-name",
+                                           "test-model"};
     std::vector<char*> argv;
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -172,7 +182,8 @@ TEST(ServerDrain, SigtermFinishesStreamsAndKeepsSessions) {
   cli.set_read_timeout(300, 0);
   std::vector<std::string> ids;
   for (int i = 0; i < 4; ++i) {
-    auto r = cli.Post("/v1/sessions", Json({{"system_prompt", "Hello."}}).dump(), "application/json");
+    auto r =
+        cli.Post("/v1/sessions", Json({{"system_prompt", "Hello."}}).dump(), "application/json");
     ASSERT_TRUE(r && r->status == 201);
     ids.push_back(ParseJson(r->body)["id"]);
   }

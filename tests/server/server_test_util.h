@@ -28,16 +28,14 @@ struct TestServer {
   std::unique_ptr<httplib::Client> client;
 
   // A server over a random llama test model (ChatML template) unless `model_path` is given.
-  static std::unique_ptr<TestServer> Start(ServerOptions so = {},
-                                           engine::EngineOptions eo = {},
+  static std::unique_ptr<TestServer> Start(ServerOptions so = {}, engine::EngineOptions eo = {},
                                            const std::string& model_path = "") {
     auto t = std::make_unique<TestServer>();
     std::string path = model_path;
     if (path.empty()) {
       path = mnemo::testing::MakeTempDir() + "/server.gguf";
-      EXPECT_TRUE(engine::WriteTestModel({.arch = engine::Architecture::kLlama,
-                                          .dtype = kernels::DType::kF16},
-                                         path)
+      EXPECT_TRUE(engine::WriteTestModel(
+                      {.arch = engine::Architecture::kLlama, .dtype = kernels::DType::kF16}, path)
                       .ok());
     }
     auto m = engine::Model::Open(path);
@@ -70,8 +68,7 @@ struct TestServer {
   }
 
   // POST a JSON body; the response (status and body).
-  httplib::Result Post(const std::string& path, const Json& body,
-                       const std::string& api_key = "") {
+  httplib::Result Post(const std::string& path, const Json& body, const std::string& api_key = "") {
     httplib::Headers h;
     if (!api_key.empty()) h.emplace("Authorization", "Bearer " + api_key);
     return client->Post(path.c_str(), h, body.dump(), "application/json");
