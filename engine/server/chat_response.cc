@@ -172,9 +172,10 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
         st->started = false;
         return true;
       },
-      [streams, server_ptr = &server](bool completed) {
+      [streams, server_ptr = &server](bool) {
+        // A client gone, or an error event: the remaining choices stop (no-op once ended).
         for (const engine::StreamPtr& s : streams) {
-          if (!completed) s->Cancel();
+          s->Cancel();
           server_ptr->Untrack(s);
         }
       });

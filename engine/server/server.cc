@@ -101,6 +101,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(engine::Engine& engine,
   };
   // Bodies over the limit: cpp-httplib answers 413 itself; give it OpenAI's shape.
   st.http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;  // a handler's own error (cpp-httplib calls this for any >= 400)
     ApiError e;
     e.status = res.status;
     if (res.status == 413) {
