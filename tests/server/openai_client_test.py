@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 
 import openai
 from openai import OpenAI
@@ -39,6 +40,8 @@ def start_server(binary, model, state_dir):
     for line in proc.stderr:
         m = re.search(r"on http://127\.0\.0\.1:(\d+)", line)
         if m:
+            # Keep reading the server's log so that it never blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
             return proc, int(m.group(1))
     raise SystemExit(f"mnemo serve did not start (exit {proc.wait()})")
 
