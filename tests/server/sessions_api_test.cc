@@ -1,0 +1,448 @@
+// The native session API (engine/server/sessions_api.cc, docs/api/sessions.md) over a real
+// server on loopback: replies checked against sessions driven directly through the Engine.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/server/server_test_util.h"
+
+namespace mnemo::server::testing {
+namespace {
+
+constexpr int kMaxTokens = 6;
+
+Json UserTurn(const std::string& text, int max_tokens = kMaxTokens) {
+  return {{"messages", Json::array({{{"role", "user"}, {"content", text}}})},
+          {"temperature", 0},
+          {"max_tokens", max_tokens}};
+}
+
+// The same turn through the Engine directly (greedy, no penalties, as the server reads it).
+engine::TurnResult DirectTurn(engine::Engine& e, const std::string& tenant, const std::string& id,
+                              const std::string& text) {
+  engine::TurnParams p;
+  p.messages = {{"user", text}};
+  p.sampling.temperature = 0.0f;
+  p.sampling.penalty_last_n = 0;
+  p.stop.max_tokens = kMaxTokens;
+  auto s = e.Continue(tenant, id, p);
+  EXPECT_TRUE(s.ok()) << s.status();
+  if (!s.ok()) return {};
+  return (*s)->Wait();
+}
+
+// Creates a session through the API; its object.
+Json Create(TestServer& t, const Json& body = Json::object(), const std::string& key = "") {
+  auto r = t.Post("/v1/sessions", body, key);
+  EXPECT_TRUE(r) << "no response";
+  if (!r) return {};
+  EXPECT_EQ(r->status, 201) << r->body;
+  return ParseJson(r->body);
+}
+
+// One turn through the API; the chat.completion object.
+Json Turn(TestServer& t, const std::string& id, const std::string& text) {
+  auto r = t.Post("/v1/sessions/" + id + "/messages", UserTurn(text));
+  EXPECT_TRUE(r);
+  if (!r) return {};
+  EXPECT_EQ(r->status, 200) << r->body;
+  return ParseJson(r->body);
+}
+
+std::string Reply(const Json& completion) {
+  return completion["choices"][0]["message"]["content"].get<std::string>();
+}
+
+// The status, and the error body's param ("" : null). The body reaches the client only while
+// server.cc's error handler leaves bodies that handlers set alone.
+void ExpectError(const httplib::Result& r, int status, const std::string& param) {
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status) << r->body;
+  const Json j = ParseJson(r->body);
+  ASSERT_TRUE(j.contains("error")) << r->body;
+  if (param.empty()) {
+    EXPECT_TRUE(j["error"]["param"].is_null()) << r->body;
+  } else {
+    EXPECT_EQ(j["error"]["param"], param) << r->body;
+  }
+}
+
+std::string WriteModel() {
+  const std::string path = mnemo::testing::MakeTempDir() + "/sessions.gguf";
+  EXPECT_TRUE(engine::WriteTestModel(
+                  {.arch = engine::Architecture::kLlama, .dtype = kernels::DType::kF16}, path)
+                  .ok());
+  return path;
+}
+
+TEST(SessionsApiTest, TurnsMatchTheEngineAndReuseTheSessionKv) {
+  auto t = TestServer::Start();
+  ASSERT_NE(t, nullptr);
+  const Json s = Create(*t, {{"system_prompt", "You are terse."}});
+  const std::string id = s["id"];
+  EXPECT_TRUE(id.starts_with("sess_")) << id;
+  EXPECT_EQ(s["object"], "session");
+  EXPECT_EQ(s["turns"], 1);  // the system prompt is turn 0
+  EXPECT_GT(s["tokens"].get<int64_t>(), 0);
+  EXPECT_TRUE(s["expires_at"].is_null());
+
+  auto direct = t->engine->CreateSession("direct", {.system_prompt = "You are terse."});
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  const std::vector<std::string> questions = {"Hello there", "What is a cat?", "And a dog?"};
+  std::vector<Json> replies;
+  int64_t computed = 0, reused = 0;
+  for (size_t i = 0; i < questions.size(); ++i) {
+    const Json c = Turn(*t, id, questions[i]);
+    const engine::TurnResult want = DirectTurn(*t->engine, "direct", direct->id, questions[i]);
+    ASSERT_TRUE(want.status.ok()) << want.status;
+    EXPECT_EQ(c["object"], "chat.completion");
+    EXPECT_EQ(c["session_id"], id);
+    EXPECT_EQ(c["turn"], static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(c["turn"], want.turn);
+    EXPECT_EQ(Reply(c), want.text) << "turn " << i;
+    EXPECT_EQ(c["usage"]["completion_tokens"], want.usage.completion_tokens);
+    const Json& u = c["usage"];
+    const int64_t cached = u["prompt_tokens_details"]["cached_tokens"];
+    computed += u["prompt_tokens"].get<int64_t>() - cached;
+    reused += cached;
+    replies.push_back(c);
+  }
+  // The second turn reuses the whole history of the first: more than the first fed at all.
+  EXPECT_GT(replies[1]["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(),
+            replies[0]["usage"]["prompt_tokens"].get<int64_t>());
+
+  auto got = t->Get("/v1/sessions/" + id);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->status, 200) << got->body;
+  const Json obj = ParseJson(got->body);
+  auto want = t->engine->GetSession("direct", direct->id);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(obj["turns"], 4);
+  EXPECT_EQ(obj["tokens"], want->n_tokens);
+  EXPECT_EQ(obj["messages"], want->n_messages);
+  EXPECT_EQ(obj["tier"], "device");
+  EXPECT_EQ(obj["busy"], false);
+  EXPECT_EQ(obj["costs"]["tokens_computed"], computed);
+  EXPECT_EQ(obj["costs"]["tokens_reused"], reused);
+  EXPECT_GT(obj["bytes"]["device"].get<int64_t>(), 0);
+
+  auto list = t->Get("/v1/sessions");
+  ASSERT_TRUE(list);
+  const Json l = ParseJson(list->body);
+  EXPECT_EQ(l["object"], "list");
+  ASSERT_EQ(l["data"].size(), 1u);  // the "direct" tenant's session is not listed
+  EXPECT_EQ(l["data"][0]["id"], id);
+
+  auto del = t->Delete("/v1/sessions/" + id);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(ParseJson(del->body), Json({{"id", id}, {"object", "session"}, {"deleted", true}}));
+  ExpectError(t->Get("/v1/sessions/" + id), 404, "");
+  EXPECT_FALSE(t->engine->GetSession("default", id).ok());
+}
+
+TEST(SessionsApiTest, ForkAndRewindContinueLikeAFreshSession) {
+  auto t = TestServer::Start();
+  ASSERT_NE(t, nullptr);
+  const std::string id = Create(*t)["id"];
+  Turn(*t, id, "First question");
+  Turn(*t, id, "Second question");
+
+  auto fork = t->Post("/v1/sessions/" + id + "/fork", {{"turns", 1}});
+  ASSERT_TRUE(fork);
+  ASSERT_EQ(fork->status, 201) << fork->body;
+  const Json f = ParseJson(fork->body);
+  const std::string fid = f["id"];
+  EXPECT_NE(fid, id);
+  EXPECT_EQ(f["turns"], 1);
+
+  // A fresh session with only the first turn, continued: the fork's reply.
+  const std::string fresh = Create(*t)["id"];
+  Turn(*t, fresh, "First question");
+  EXPECT_EQ(f["tokens"], t->engine->GetSession("default", fresh)->n_tokens);
+  const std::string want = Reply(Turn(*t, fresh, "Another question"));
+  const Json on_fork = Turn(*t, fid, "Another question");
+  EXPECT_EQ(Reply(on_fork), want);
+  EXPECT_EQ(on_fork["turn"], 1);
+
+  // A fork without a body takes every turn.
+  auto all = t->Post("/v1/sessions/" + id + "/fork", Json::object());
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->status, 201) << all->body;
+  EXPECT_EQ(ParseJson(all->body)["turns"], 2);
+
+  // Rewinding the source to one turn makes it continue like the fork.
+  auto rw = t->Post("/v1/sessions/" + id + "/rewind", {{"turns", 1}});
+  ASSERT_TRUE(rw);
+  ASSERT_EQ(rw->status, 200) << rw->body;
+  const Json after = ParseJson(rw->body);
+  EXPECT_EQ(after["turns"], 1);
+  EXPECT_EQ(after["tokens"], f["tokens"]);
+  EXPECT_EQ(Reply(Turn(*t, id, "Another question")), want);
+  // The histories, token for token (a random model's replies alone may not tell them apart).
+  auto fresh_tokens = t->engine->SessionTokens("default", fresh);
+  ASSERT_TRUE(fresh_tokens.ok());
+  EXPECT_EQ(*t->engine->SessionTokens("default", fid), *fresh_tokens);
+  EXPECT_EQ(*t->engine->SessionTokens("default", id), *fresh_tokens);
+}
+
+TEST(SessionsApiTest, StreamedTurnConcatenatesToTheNonStreamedReply) {
+  auto t = TestServer::Start();
+  ASSERT_NE(t, nullptr);
+  const std::string a = Create(*t)["id"];
+  const std::string b = Create(*t)["id"];
+  Turn(*t, a, "Hello");
+  Turn(*t, b, "Hello");
+  const std::string want = Reply(Turn(*t, a, "Tell me a story"));
+  ASSERT_FALSE(want.empty());
+
+  Json body = UserTurn("Tell me a story");
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  auto r = t->Post("/v1/sessions/" + b + "/messages", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::vector<SseEventData> events = ParseSse(r->body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back().data, "[DONE]");
+  std::string text;
+  bool usage = false;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const Json& e = events[i].data;
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    EXPECT_EQ(e["session_id"], b);
+    EXPECT_EQ(e["turn"], 1);
+    if (e.contains("usage")) usage = true;
+    if (e["choices"].empty()) continue;
+    const Json& d = e["choices"][0]["delta"];
+    if (d.contains("content")) text += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(text, want);
+  EXPECT_TRUE(usage);
+  // The streamed turn counts in the session's costs once it has ended.
+  const Json obj = ParseJson(t->Get("/v1/sessions/" + b)->body);
+  EXPECT_EQ(obj["turns"], 2);
+  EXPECT_GT(obj["costs"]["tokens_reused"].get<int64_t>(), 0);
+}
+
+TEST(SessionsApiTest, MetadataAndRetention) {
+  auto t = TestServer::Start();
+  ASSERT_NE(t, nullptr);
+  const std::string id = Create(*t, {{"metadata", "m0"}, {"ttl_seconds", 3600}})["id"];
+  const std::string path = "/v1/sessions/" + id;
+  EXPECT_EQ(ParseJson(t->Get(path + "/metadata")->body), Json({{"metadata", "m0"}}));
+  auto put =
+      t->client->Put((path + "/metadata").c_str(), R"({"metadata": "m1"})", "application/json");
+  ASSERT_TRUE(put);
+  EXPECT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(ParseJson(put->body), Json({{"metadata", "m1"}}));
+  EXPECT_EQ(ParseJson(t->Get(path + "/metadata")->body)["metadata"], "m1");
+  ExpectError(
+      t->client->Put((path + "/metadata").c_str(), R"({"metadata": 5})", "application/json"), 400,
+      "metadata");
+
+  const Json before = ParseJson(t->Get(path)->body);
+  EXPECT_FALSE(before["expires_at"].is_null());  // ttl_seconds
+  EXPECT_TRUE(before["pinned_until"].is_null());
+  EXPECT_EQ(before["retention"]["priority"], 0);
+  EXPECT_TRUE(before["retention"]["demote_after_idle_seconds"].is_null());
+
+  auto patch = t->client->Patch(
+      path.c_str(),
+      R"({"retention": {"priority": 3, "pin_seconds": 60, "demote_after_idle_seconds": 120}})",
+      "application/json");
+  ASSERT_TRUE(patch);
+  ASSERT_EQ(patch->status, 200) << patch->body;
+  const Json p = ParseJson(patch->body);
+  EXPECT_EQ(p["id"], id);
+  EXPECT_EQ(p["retention"]["priority"], 3);
+  EXPECT_EQ(p["retention"]["pin_seconds"], 60.0);
+  EXPECT_EQ(p["retention"]["demote_after_idle_seconds"], 120.0);
+  EXPECT_TRUE(p["retention"]["max_lifetime_seconds"].is_null());
+  EXPECT_FALSE(p["pinned_until"].is_null());
+
+  // Changing only the metadata keeps the retention (and does not extend the pin).
+  auto patch2 = t->client->Patch(path.c_str(), R"({"metadata": "m2"})", "application/json");
+  ASSERT_TRUE(patch2);
+  ASSERT_EQ(patch2->status, 200) << patch2->body;
+  const Json p2 = ParseJson(patch2->body);
+  EXPECT_EQ(p2["retention"]["priority"], 3);
+  EXPECT_EQ(p2["retention"]["demote_after_idle_seconds"], 120.0);
+  EXPECT_LE(p2["retention"]["pin_seconds"].get<double>(), 60.0);
+  EXPECT_LE(p2["pinned_until"].get<int64_t>(), p["pinned_until"].get<int64_t>());
+  EXPECT_EQ(ParseJson(t->Get(path + "/metadata")->body)["metadata"], "m2");
+
+  ExpectError(
+      t->client->Patch(path.c_str(), R"({"retention": {"priority": "high"}})", "application/json"),
+      400, "retention.priority");
+  ExpectError(t->client->Patch(path.c_str(), R"({"retention": {"pin": 5}})", "application/json"),
+              400, "retention.pin");
+  ExpectError(t->client->Patch(path.c_str(), R"({"ttl": 5})", "application/json"), 400, "ttl");
+}
+
+TEST(SessionsApiTest, TiersFlushExportAndImport) {
+  const std::string model = WriteModel();
+  engine::EngineOptions eo;
+  eo.state_dir = mnemo::testing::MakeTempDir();
+  eo.host_budget_bytes = 16 << 20;
+  auto t = TestServer::Start({}, eo, model);
+  ASSERT_NE(t, nullptr);
+  const std::string id = Create(*t, {{"durability", "none"}})["id"];
+  const std::string twin = Create(*t, {{"durability", "none"}})["id"];
+  Turn(*t, id, "Hello");
+  Turn(*t, twin, "Hello");
+
+  auto demoted = t->Post("/v1/sessions/" + id + "/demote", {{"tier", "disk"}});
+  ASSERT_TRUE(demoted);
+  ASSERT_EQ(demoted->status, 200) << demoted->body;
+  const Json d = ParseJson(demoted->body);
+  EXPECT_EQ(d["tier"], "disk");
+  EXPECT_EQ(d["bytes"]["device"], 0);
+  EXPECT_GT(d["bytes"]["disk"].get<int64_t>(), 0);
+  EXPECT_EQ(d["durability"], "none");
+
+  auto pre = t->Post("/v1/sessions/" + id + "/prefetch", Json::object());
+  ASSERT_TRUE(pre);
+  EXPECT_EQ(pre->status, 202) << pre->body;
+  EXPECT_EQ(ParseJson(pre->body)["id"], id);
+
+  // The restored session continues exactly like one that never moved.
+  const std::string want = Reply(Turn(*t, twin, "Go on"));
+  EXPECT_EQ(Reply(Turn(*t, id, "Go on")), want);
+  EXPECT_EQ(ParseJson(t->Get("/v1/sessions/" + id)->body)["tier"], "device");
+
+  auto flushed = t->Post("/v1/sessions/" + id + "/flush", Json::object());
+  ASSERT_TRUE(flushed);
+  ASSERT_EQ(flushed->status, 200) << flushed->body;
+  EXPECT_EQ(ParseJson(flushed->body)["durable"], true);
+
+  auto bundle = t->Get("/v1/sessions/" + id + "/export");
+  ASSERT_TRUE(bundle);
+  ASSERT_EQ(bundle->status, 200) << bundle->body.substr(0, 300);
+  EXPECT_EQ(bundle->get_header_value("Content-Type"), "application/octet-stream");
+  ASSERT_FALSE(bundle->body.empty());
+
+  engine::EngineOptions eo2;
+  eo2.state_dir = mnemo::testing::MakeTempDir();
+  auto t2 = TestServer::Start({}, eo2, model);
+  ASSERT_NE(t2, nullptr);
+  auto imported = t2->client->Post("/v1/sessions/import", bundle->body, "application/octet-stream");
+  ASSERT_TRUE(imported);
+  ASSERT_EQ(imported->status, 201) << imported->body;
+  const Json im = ParseJson(imported->body);
+  EXPECT_EQ(im["id"], id);
+  EXPECT_EQ(im["turns"], 2);
+  EXPECT_EQ(Reply(Turn(*t2, id, "And then?")), Reply(Turn(*t, id, "And then?")));
+
+  // Importing it again: the id is there already.
+  auto again = t2->client->Post("/v1/sessions/import", bundle->body, "application/octet-stream");
+  ExpectError(again, 409, "");
+  ExpectError(t2->client->Post("/v1/sessions/import", "not a bundle", "application/octet-stream"),
+              400, "");
+  // Without a state directory neither works.
+  auto t3 = TestServer::Start({}, {}, model);
+  ASSERT_NE(t3, nullptr);
+  ExpectError(t3->client->Post("/v1/sessions/import", bundle->body, "application/octet-stream"),
+              409, "");
+}
+
+TEST(SessionsApiTest, TenantsSeeOnlyTheirOwnSessions) {
+  const std::string keys = mnemo::testing::MakeTempDir() + "/keys";
+  std::ofstream(keys) << "KEY1 alice\nKEY2 bob\n";
+  auto t = TestServer::Start({.api_keys_file = keys});
+  ASSERT_NE(t, nullptr);
+  const std::string id = Create(*t, {{"metadata", "secret"}}, "KEY1")["id"];
+  ASSERT_FALSE(id.empty());
+  const std::string unknown = "sess_00000000000000000000000000000000";
+
+  auto mine = t->Get("/v1/sessions/" + id, "KEY1");
+  ASSERT_TRUE(mine);
+  EXPECT_EQ(mine->status, 200);
+  for (const std::string tail : {"", "/metadata"}) {
+    auto theirs = t->Get("/v1/sessions/" + id + tail, "KEY2");
+    auto none = t->Get("/v1/sessions/" + unknown + tail, "KEY2");
+    ExpectError(theirs, 404, "");
+    ExpectError(none, 404, "");
+    EXPECT_EQ(ParseJson(theirs->body)["error"]["type"], ParseJson(none->body)["error"]["type"]);
+  }
+  ExpectError(t->Post("/v1/sessions/" + id + "/messages", UserTurn("hi"), "KEY2"), 404, "");
+  ExpectError(t->Post("/v1/sessions/" + id + "/fork", Json::object(), "KEY2"), 404, "");
+  ExpectError(t->Delete("/v1/sessions/" + id, "KEY2"), 404, "");
+  EXPECT_TRUE(ParseJson(t->Get("/v1/sessions", "KEY2")->body)["data"].empty());
+  EXPECT_EQ(ParseJson(t->Get("/v1/sessions", "KEY1")->body)["data"].size(), 1u);
+  EXPECT_EQ(ParseJson(t->Get("/v1/sessions/" + id + "/metadata", "KEY1")->body)["metadata"],
+            "secret");
+
+  auto anonymous = t->Get("/v1/sessions/" + id);
+  ASSERT_TRUE(anonymous);
+  EXPECT_EQ(anonymous->status, 401);
+  EXPECT_EQ(t->Post("/v1/sessions", Json::object())->status, 401);
+}
+
+TEST(SessionsApiTest, ErrorsNameTheFieldAndTheState) {
+  auto t = TestServer::Start({.max_sessions_per_tenant = 2});
+  ASSERT_NE(t, nullptr);
+  const std::string id = Create(*t)["id"];
+  const std::string path = "/v1/sessions/" + id;
+
+  ExpectError(t->Get("/v1/sessions/sess_00000000000000000000000000000000"), 404, "");
+  ExpectError(t->Get("/v1/sessions/garbage"), 404, "");
+  ExpectError(t->Post(path + "/fork", {{"turns", -1}}), 400, "turns");
+  ExpectError(t->Post(path + "/fork", {{"turns", 5}}), 400, "turns");
+  ExpectError(t->Post(path + "/rewind", Json::object()), 400, "turns");
+  ExpectError(t->Post(path + "/messages", {{"temperature", 0}}), 400, "messages");
+  Json two = UserTurn("hi");
+  two["n"] = 2;
+  ExpectError(t->Post(path + "/messages", two), 400, "n");
+  ExpectError(t->Post("/v1/sessions", {{"durability", "often"}}), 400, "durability");
+  ExpectError(t->Post("/v1/sessions", {{"ttl_seconds", 0}}), 400, "ttl_seconds");
+  ExpectError(t->Post("/v1/sessions", {{"system_promt", "x"}}), 400, "system_promt");
+  ExpectError(t->Post(path + "/demote", {{"tier", "device"}}), 400, "tier");
+  ExpectError(t->Post(path + "/flush", Json::object()), 409, "");  // no state directory
+  ExpectError(t->Get(path + "/export"), 409, "");
+  EXPECT_EQ(ParseJson(t->Get(path)->body)["turns"], 0);  // nothing above changed it
+
+  // Busy: a turn queued on a paused engine holds the session.
+  t->engine->Pause();
+  Json slow = UserTurn("Tell me everything", 32);
+  slow["stream"] = true;
+  int first_status = 0;
+  std::string first_body;
+  std::thread streamer([&] {
+    httplib::Client c("127.0.0.1", t->server->port());
+    c.set_read_timeout(120, 0);
+    auto r = c.Post((path + "/messages").c_str(), slow.dump(), "application/json");
+    if (r) {
+      first_status = r->status;
+      first_body = r->body;
+    }
+  });
+  for (int i = 0; i < 1000000 && !t->engine->GetSession("default", id)->busy; ++i) {
+    std::this_thread::yield();
+  }
+  auto busy = t->Post(path + "/messages", UserTurn("Me too"));
+  ExpectError(busy, 409, "");
+  EXPECT_EQ(ParseJson(busy->body)["error"]["code"], "session_busy");
+  EXPECT_EQ(ParseJson(t->Get(path)->body)["busy"], true);
+  t->engine->Resume();
+  streamer.join();
+  EXPECT_EQ(first_status, 200);
+  const std::vector<SseEventData> events = ParseSse(first_body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().data, "[DONE]");
+  EXPECT_EQ(ParseJson(t->Get(path)->body)["turns"], 1);  // the busy turn left no trace
+
+  // Two sessions per tenant.
+  Create(*t);
+  auto third = t->Post("/v1/sessions", Json::object());
+  ExpectError(third, 429, "");
+  EXPECT_FALSE(third->get_header_value("Retry-After").empty());
+  ASSERT_EQ(t->Delete(path)->status, 200);
+  EXPECT_EQ(t->Post("/v1/sessions", Json::object())->status, 201);
+}
+
+}  // namespace
+}  // namespace mnemo::server::testing
