@@ -206,8 +206,8 @@ absl::StatusOr<SessionState*> Engine::Impl::FindSession(std::string_view tenant,
   if (!sid) return UnknownSession(id);
   SessionState* s = sessions.Find(tenant, *sid);
   if (s == nullptr) {
-    if (auto it = refused.find(*sid); it != refused.end()) {
-      return absl::FailedPreconditionError(it->second);
+    if (auto it = refused.find(*sid); it != refused.end() && it->second.first == tenant) {
+      return absl::FailedPreconditionError(it->second.second);
     }
     return UnknownSession(id);
   }

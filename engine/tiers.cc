@@ -93,7 +93,7 @@ absl::Status Engine::Impl::OpenTiers() {
           absl::StrCat("session ", r.id.ToString(), " was saved by a model with fingerprint ",
                        r.model_fingerprint, "; this engine runs ", model->fingerprint());
       recovery.refused.push_back(absl::StrCat(disk->SessionPath(r.id), ": ", why));
-      refused[r.id] = why;
+      refused[r.id] = {r.tenant, why};
       continue;
     }
     const std::string tenant = r.tenant;

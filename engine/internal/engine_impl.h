@@ -178,7 +178,9 @@ struct Engine::Impl {
   int64_t io_in_flight = 0;  // jobs submitted whose completion has not run
   int64_t moves_in_flight = 0;
   std::vector<absl::AnyInvocable<void(absl::Status)>> moves_waiters;  // MaintainTiers()
-  absl::flat_hash_map<SessionId, std::string> refused;  // another model's state (startup)
+  // Another model's sessions found at startup: id -> (tenant, why). Only their tenant is
+  // told why; to anyone else they are unknown ids.
+  absl::flat_hash_map<SessionId, std::pair<std::string, std::string>> refused;
   RecoveryReport recovery;
   ShutdownReport shutdown_report;
   bool shut = false;  // Shutdown has begun: nothing new is admitted

@@ -321,6 +321,8 @@ TEST(Tiers, CorruptAndForeignStateNeverLoads) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(r.status().message(), HasSubstr("fingerprint"));
+  // Another tenant learns nothing about it.
+  EXPECT_EQ(foreign->GetSession("u", good).status().code(), absl::StatusCode::kNotFound);
 }
 
 // Delete removes a session from every tier: host slots freed, files unlinked.
