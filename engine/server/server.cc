@@ -93,9 +93,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(engine::Engine& engine,
   }
   st.model_name = options.model_name;
   st.http.set_payload_max_length(options.max_body_bytes);
-  const int threads = options.http_threads > 0
-                          ? options.http_threads
-                          : 8 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // cpp-httplib's 5 s read and write timeouts would drop a client that is slow to send or to
+  // read on a loaded machine; a minute, like common reverse proxies.
+  st.http.set_read_timeout(60, 0);
+  st.http.set_write_timeout(60, 0);
+  st.http.set_keep_alive_timeout(30);
+  st.http.set_keep_alive_max_count(10000);  // (default 5: clients would reconnect constantly)
+  const int threads =
+      options.http_threads > 0
+          ? options.http_threads
+          : std::max(128, 8 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   st.http.new_task_queue = [threads] {
     return new httplib::ThreadPool(static_cast<size_t>(threads));
   };

@@ -32,10 +32,12 @@ struct ServerOptions {
   size_t max_body_bytes = size_t{8} << 20;  // larger bodies: 413
   int max_concurrent_per_tenant = 64;       // requests in flight per tenant; more: 429
   int max_sessions_per_tenant = 0;          // 0: no limit; more: 429 on creation
-  int http_threads = 0;                     // cpp-httplib workers; 0: 8 x hardware threads
-  std::string audit_log;                    // JSON lines appended here ("" : none)
-  bool audit_prompts = false;               // include prompt text in the audit log
-  bool log_requests = true;                 // one structured line per request on stderr
+  // cpp-httplib workers: one per open connection (keep-alive connections hold theirs while
+  // open; more connections wait). 0: max(128, 8 x hardware threads).
+  int http_threads = 0;
+  std::string audit_log;       // JSON lines appended here ("" : none)
+  bool audit_prompts = false;  // include prompt text in the audit log
+  bool log_requests = true;    // one structured line per request on stderr
 };
 
 class ServerState;

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -41,13 +42,26 @@ int64_t RssBytes() {
   return rss * sysconf(_SC_PAGESIZE);
 }
 
+// The first failures, reported at the end.
+std::mutex failures_mu;
+std::vector<std::string> failures;
+void Failed(const std::string& what) {
+  std::lock_guard<std::mutex> lock(failures_mu);
+  if (failures.size() < 8) failures.push_back(what.substr(0, 300));
+}
+
 // One streamed request: true if it answered 200 and ended with [DONE] after content.
 bool Streamed(httplib::Client& cli, const std::string& path, const Json& body) {
   auto res = cli.Post(path.c_str(), body.dump(), "application/json");
-  if (!res || res->status != 200) return false;
+  if (!res) {
+    Failed(path + ": " + httplib::to_string(res.error()));
+    return false;
+  }
   const std::vector<SseEventData> events = ParseSse(res->body);
-  return !events.empty() && events.back().data == Json("[DONE]") &&
-         res->body.find("\"error\"") == std::string::npos;
+  const bool ok = res->status == 200 && !events.empty() && events.back().data == Json("[DONE]") &&
+                  res->body.find("\"error\"") == std::string::npos;
+  if (!ok) Failed(absl::StrCat(path, ": ", res->status, " ", res->body));
+  return ok;
 }
 
 TEST(ServerLoad, SixtyFourStreamingClientsFailNothingAndLeakNothing) {
@@ -69,6 +83,10 @@ TEST(ServerLoad, SixtyFourStreamingClientsFailNothingAndLeakNothing) {
     clients.emplace_back([&, c] {
       httplib::Client cli("127.0.0.1", port);
       cli.set_read_timeout(300, 0);
+      cli.set_write_timeout(300, 0);
+      // Keep-alive, as real clients do (a new connection per request would also exhaust the
+      // loopback's ephemeral ports at this rate).
+      cli.set_keep_alive(true);
       int round = 0;
       while (std::chrono::steady_clock::now() < deadline) {
         ++round;
@@ -77,6 +95,8 @@ TEST(ServerLoad, SixtyFourStreamingClientsFailNothingAndLeakNothing) {
         auto created = cli.Post("/v1/sessions", Json({{"system_prompt", "Be brief."}}).dump(),
                                 "application/json");
         if (!created || created->status != 201) {
+          Failed(created ? absl::StrCat("create: ", created->status, " ", created->body)
+                         : "create: " + httplib::to_string(created.error()));
           ++failed;
           continue;
         }
@@ -107,6 +127,7 @@ TEST(ServerLoad, SixtyFourStreamingClientsFailNothingAndLeakNothing) {
   std::printf("load: %lld requests ok, %lld failed in %d s\n", static_cast<long long>(ok.load()),
               static_cast<long long>(failed.load()), seconds);
   EXPECT_EQ(failed.load(), 0);
+  for (const std::string& f : failures) std::printf("failure: %s\n", f.c_str());
   EXPECT_GT(ok.load(), 64);
   EXPECT_TRUE(t->engine->CheckInvariants().ok()) << t->engine->CheckInvariants();
   const engine::EngineStats st = t->engine->Stats();
