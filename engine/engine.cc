@@ -169,7 +169,8 @@ void Engine::Impl::CancelAll(const absl::Status& why) {
 // ---------------------------------------------------------------------------------------
 // Sessions
 
-SessionInfo Engine::Impl::Info(const SessionState& s) const {
+SessionInfo Engine::Impl::Info(const SessionState& s) {
+  Account(s);
   SessionInfo info;
   info.id = s.id.ToString();
   info.tenant = s.tenant;
@@ -196,6 +197,9 @@ SessionInfo Engine::Impl::Info(const SessionState& s) const {
     info.last_write_error = r.last_error;
     info.retention = r.retention;
     info.pinned_until = r.pinned_until;
+    info.device_byte_seconds = r.byte_seconds[0];
+    info.host_byte_seconds = r.byte_seconds[1];
+    info.disk_byte_seconds = r.byte_seconds[2];
   }
   return info;
 }

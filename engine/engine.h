@@ -234,6 +234,12 @@ struct SessionInfo {
   std::string last_write_error;  // of the latest failed write ("" when the last one worked)
   Retention retention;
   absl::Time pinned_until;  // InfinitePast when not pinned
+  // What holding the session has cost so far: bytes x seconds on each tier (device bytes
+  // count every block the session references, shared ones included), since it was created
+  // or registered in this process.
+  double device_byte_seconds = 0.0;
+  double host_byte_seconds = 0.0;
+  double disk_byte_seconds = 0.0;
 };
 
 // What startup found in the state directory.

@@ -178,6 +178,7 @@ void Engine::Impl::RunJob(SessionState* s, bool move, absl::AnyInvocable<absl::S
       if (moves_in_flight == 0) {
         for (auto& w : std::exchange(moves_waiters, {})) w(absl::OkStatus());
       }
+      Account(*s);  // before the job's outcome changes what each tier holds
       Residency& res = Res(*s);
       res.io_busy = false;
       res.moving = false;

@@ -18,6 +18,7 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Spills
 
 void Engine::Impl::DropKv(SessionState* s) {
+  Account(*s);
   Residency& r = Res(*s);
   s->kv.ReleaseKv(*pool);
   if (r.tier == StorageTier::kHost) {

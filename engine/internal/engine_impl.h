@@ -238,7 +238,7 @@ struct Engine::Impl {
   void CancelAll(const absl::Status& why);
 
   // Sessions.
-  SessionInfo Info(const SessionState& s) const;
+  SessionInfo Info(const SessionState& s);
   bool Busy(const SessionId& id) const { return runs.contains(id); }
   absl::StatusOr<SessionState*> FindSession(std::string_view tenant, std::string_view id);
   // Ends the session's requests with `why` and deletes it from every tier, at once or once
@@ -282,7 +282,20 @@ struct Engine::Impl {
   void RunJob(SessionState* s, bool move, absl::AnyInvocable<absl::Status()> job,
               absl::AnyInvocable<void(SessionState*, absl::Status)> done);
   void TruncateHistory(SessionState* s, int64_t n_tokens);
+  // Adds the bytes x seconds each tier held the session for since the last call; called
+  // before anything changes what it holds (and when it is reported).
+  void Account(const SessionState& s) {
+    Residency& r = Res(s);
+    const Clock::time_point now = Clock::now();
+    const double dt = Seconds(now - r.accounted_at);
+    r.accounted_at = now;
+    r.byte_seconds[0] += dt * static_cast<double>(s.kv_bytes(*pool));
+    r.byte_seconds[1] +=
+        dt * static_cast<double>(r.host.size()) * static_cast<double>(HostBlockBytes());
+    r.byte_seconds[2] += dt * static_cast<double>(DiskBytes(r));
+  }
   void MarkChanged(SessionState* s) {
+    Account(*s);
     Residency& r = Res(*s);
     if (r.version == r.written) r.dirty_since = Clock::now();
     ++r.version;

@@ -94,6 +94,9 @@ struct Residency {
   // Flush() callers: each waits until `written` reaches its version.
   std::vector<std::pair<uint64_t, absl::AnyInvocable<void(absl::Status)>>> flush_waiters;
   std::optional<SyncWait> sync;
+  // Bytes x seconds held per tier (SessionInfo), accumulated up to `accounted_at`.
+  std::chrono::steady_clock::time_point accounted_at = std::chrono::steady_clock::now();
+  double byte_seconds[3] = {0.0, 0.0, 0.0};  // device, host, disk
   uint64_t failed_version = 0;  // a write of this version failed: not retried by itself
   std::vector<absl::AnyInvocable<void(absl::Status)>> delete_waiters;
 };

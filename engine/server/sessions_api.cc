@@ -137,7 +137,12 @@ Json SessionObject(const engine::SessionInfo& s, const Costs& costs) {
       {"retention", RetentionObject(s.retention)},
       {"pinned_until", UnixSeconds(s.pinned_until)},
       {"costs",
-       {{"tokens_computed", costs.tokens_computed}, {"tokens_reused", costs.tokens_reused}}}};
+       {{"tokens_computed", costs.tokens_computed},
+        {"tokens_reused", costs.tokens_reused},
+        {"byte_seconds",
+         {{"device", s.device_byte_seconds},
+          {"host", s.host_byte_seconds},
+          {"disk", s.disk_byte_seconds}}}}}};
 }
 
 // ---------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ TEST(Tiers, RoundTripsAreByteIdenticalAndContinueTokenIdentically) {
   EXPECT_EQ(info.tier, StorageTier::kHost);
   EXPECT_EQ(info.device_bytes, 0);
   EXPECT_EQ(info.host_bytes, static_cast<int64_t>(before.size()));
+  EXPECT_GT(info.device_byte_seconds, 0.0);  // it was on the device tier for a while
   EXPECT_EQ(FirstDiff(KvBytes(*e, "t", moved), before), -1);  // restored from the host tier
   EXPECT_EQ(Info(*e, "t", moved).tier, StorageTier::kDevice);
 
