@@ -50,6 +50,9 @@ const CommandSpec& Spec() {
                 {"audit-log", true, "FILE", "append one JSON line per action"},
                 {"model-name", true, "NAME", "the model id clients use (default: the file's)"},
                 {"max-concurrent", true, "N", "requests in flight per tenant (default 64)"},
+                {"max-sessions", true, "N", "sessions per tenant (default 0: no limit)"},
+                {"tenant-host-quota", true, "BYTES", "host-tier bytes per tenant (default: none)"},
+                {"tenant-disk-quota", true, "BYTES", "disk-tier bytes per tenant (default: none)"},
                 {"drain-timeout", true, "SECONDS", "how long a drain waits (default 30)"}},
       .min_positionals = 1,
       .max_positionals = 1,
@@ -122,7 +125,9 @@ int RunServe(const std::vector<std::string>& argv) {
   engine::EngineOptions eo;
   for (auto [flag, into] : {std::pair{"device-budget", &eo.kv_budget_bytes},
                             std::pair{"host-budget", &eo.host_budget_bytes},
-                            std::pair{"disk-budget", &eo.disk_budget_bytes}}) {
+                            std::pair{"disk-budget", &eo.disk_budget_bytes},
+                            std::pair{"tenant-host-quota", &eo.tenant_host_quota_bytes},
+                            std::pair{"tenant-disk-quota", &eo.tenant_disk_quota_bytes}}) {
     if (auto text = parsed->Get(flag)) {
       auto bytes = ParseByteSize(*text);
       if (!bytes.ok()) return Fail(absl::StrCat("--", flag, ": ", bytes.status().message()), 2);
@@ -144,14 +149,21 @@ int RunServe(const std::vector<std::string>& argv) {
   auto threads = parsed->GetInt("threads", 0);
   auto port = parsed->GetInt("port", 8080);
   auto max_concurrent = parsed->GetInt("max-concurrent", 64);
+  auto max_sessions = parsed->GetInt("max-sessions", 0);
   auto drain = parsed->GetDouble("drain-timeout", 30.0);
   for (const absl::Status& s :
-       {threads.status(), port.status(), max_concurrent.status(), drain.status()}) {
+       {threads.status(), port.status(), max_concurrent.status(), max_sessions.status(),
+        drain.status()}) {
     if (!s.ok()) return Fail(AsStd(s.message()), 2);
   }
   if (*threads < 0 || *threads > 4096) return Fail("--threads must be in [0, 4096]", 2);
   if (*port < 0 || *port > 65535) return Fail("--port must be in [0, 65535]", 2);
-  if (*max_concurrent < 1) return Fail("--max-concurrent must be >= 1", 2);
+  if (*max_concurrent < 1 || *max_concurrent > 100000) {
+    return Fail("--max-concurrent must be in [1, 100000]", 2);
+  }
+  if (*max_sessions < 0 || *max_sessions > (int64_t{1} << 30)) {
+    return Fail("--max-sessions must be >= 0", 2);
+  }
   if (!(*drain >= 0)) return Fail("--drain-timeout must be >= 0", 2);
   eo.threads = static_cast<int>(*threads);
 
@@ -162,6 +174,7 @@ int RunServe(const std::vector<std::string>& argv) {
   so.insecure = parsed->Has("insecure");
   so.audit_log = parsed->Get("audit-log").value_or("");
   so.max_concurrent_per_tenant = static_cast<int>(*max_concurrent);
+  so.max_sessions_per_tenant = static_cast<int>(*max_sessions);
 
   // SIGTERM and SIGINT are taken by sigwait below: block them before any thread starts.
   sigset_t stop_signals;
