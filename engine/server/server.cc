@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
@@ -143,6 +144,7 @@ absl::Status Server::Start() {
                                                st.options.port, ": ", std::strerror(errno)));
   }
   st.options.port = port;
+  ::listen(st.http.listening_socket(), 1024);  // a larger backlog (capped by somaxconn)
   listener_ = std::thread([&st] { st.http.listen_after_bind(); });
   return absl::OkStatus();
 }

@@ -96,7 +96,8 @@ TEST(ServerLoad, SixtyFourStreamingClientsFailNothingAndLeakNothing) {
                                 "application/json");
         if (!created || created->status != 201) {
           Failed(created ? absl::StrCat("create: ", created->status, " ", created->body)
-                         : "create: " + httplib::to_string(created.error()));
+                         : absl::StrCat("create (round ", round,
+                                        "): ", httplib::to_string(created.error())));
           ++failed;
           continue;
         }

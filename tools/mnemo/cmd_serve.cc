@@ -151,9 +151,8 @@ int RunServe(const std::vector<std::string>& argv) {
   auto max_concurrent = parsed->GetInt("max-concurrent", 64);
   auto max_sessions = parsed->GetInt("max-sessions", 0);
   auto drain = parsed->GetDouble("drain-timeout", 30.0);
-  for (const absl::Status& s :
-       {threads.status(), port.status(), max_concurrent.status(), max_sessions.status(),
-        drain.status()}) {
+  for (const absl::Status& s : {threads.status(), port.status(), max_concurrent.status(),
+                                max_sessions.status(), drain.status()}) {
     if (!s.ok()) return Fail(AsStd(s.message()), 2);
   }
   if (*threads < 0 || *threads > 4096) return Fail("--threads must be in [0, 4096]", 2);

@@ -134,6 +134,14 @@ class Metrics {
 // ---------------------------------------------------------------------------------------
 // The server's shared state, the router and one call
 
+// cpp-httplib's Server with its listening socket reachable: Debian's compiled library listens
+// with a backlog of 5, which a burst of new connections overflows (clients then see resets);
+// Server::Start raises it.
+class HttpServer : public httplib::Server {
+ public:
+  int listening_socket() const { return svr_sock_; }
+};
+
 class ServerState {
  public:
   ServerState(engine::Engine& engine, const ServerOptions& options);
@@ -143,7 +151,7 @@ class ServerState {
   std::string model_name;
   absl::flat_hash_map<std::string, std::string> keys;  // API key -> tenant
   Metrics metrics;
-  httplib::Server http;
+  HttpServer http;
   std::atomic<bool> draining{false};
 
   // Requests in flight (streams count until they end), per tenant and in total.
