@@ -28,6 +28,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/mnemo/cli.h"
 #include "tools/mnemo/commands.h"
+#include "tools/mnemo/engine_flags.h"
 #include "tools/mnemo/sampling_flags.h"
 
 namespace mnemo::cli {
@@ -364,30 +365,11 @@ int RunChat(const std::vector<std::string>& args) {
     if (!s.ok()) return Fail(AsStd(s.message()), 2);
   }
   engine::EngineOptions eo;
-  for (auto [flag, into] : {std::pair{"kv-budget", &eo.kv_budget_bytes},
-                            std::pair{"host-budget", &eo.host_budget_bytes}}) {
-    if (auto text = parsed->Get(flag)) {
-      auto bytes = ParseByteSize(*text);
-      if (!bytes.ok()) return Fail(absl::StrCat("--", flag, ": ", bytes.status().message()), 2);
-      *into = *bytes;
-    }
-  }
-  eo.state_dir = parsed->Get("state-dir").value_or("");
+  if (absl::Status st = ApplyEngineFlags(*parsed, &eo); !st.ok())
+    return Fail(AsStd(st.message()), 2);
   opts.resume = parsed->Get("session").value_or("");
   if (!opts.resume.empty() && eo.state_dir.empty()) {
     return Fail("--session needs --state-dir (the directory the session was saved in)", 2);
-  }
-  if (auto mode = parsed->Get("durability")) {
-    if (eo.state_dir.empty()) return Fail("--durability needs --state-dir", 2);
-    if (*mode == "async") {
-      eo.durability = engine::Durability::kAsync;
-    } else if (*mode == "sync") {
-      eo.durability = engine::Durability::kSync;
-    } else if (*mode == "none") {
-      eo.durability = engine::Durability::kNone;
-    } else {
-      return Fail(absl::StrCat("--durability must be async, sync or none, got \"", *mode, "\""), 2);
-    }
   }
   if (*max_tokens < 1 || *max_tokens > std::numeric_limits<int>::max()) {
     return Fail("--max-tokens must be >= 1", 2);

@@ -21,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/mnemo/cli.h"
 #include "tools/mnemo/commands.h"
+#include "tools/mnemo/engine_flags.h"
 
 namespace mnemo::cli {
 namespace {
@@ -123,29 +124,8 @@ int RunServe(const std::vector<std::string>& argv) {
   if (!parsed.ok()) return Fail(AsStd(parsed.status().message()), 2);
 
   engine::EngineOptions eo;
-  for (auto [flag, into] : {std::pair{"device-budget", &eo.kv_budget_bytes},
-                            std::pair{"host-budget", &eo.host_budget_bytes},
-                            std::pair{"disk-budget", &eo.disk_budget_bytes},
-                            std::pair{"tenant-host-quota", &eo.tenant_host_quota_bytes},
-                            std::pair{"tenant-disk-quota", &eo.tenant_disk_quota_bytes}}) {
-    if (auto text = parsed->Get(flag)) {
-      auto bytes = ParseByteSize(*text);
-      if (!bytes.ok()) return Fail(absl::StrCat("--", flag, ": ", bytes.status().message()), 2);
-      *into = *bytes;
-    }
-  }
-  eo.state_dir = parsed->Get("state-dir").value_or("");
-  if (auto mode = parsed->Get("durability")) {
-    if (*mode == "async") {
-      eo.durability = engine::Durability::kAsync;
-    } else if (*mode == "sync") {
-      eo.durability = engine::Durability::kSync;
-    } else if (*mode == "none") {
-      eo.durability = engine::Durability::kNone;
-    } else {
-      return Fail(absl::StrCat("--durability must be async, sync or none, got \"", *mode, "\""), 2);
-    }
-  }
+  if (absl::Status st = ApplyEngineFlags(*parsed, &eo); !st.ok())
+    return Fail(AsStd(st.message()), 2);
   auto threads = parsed->GetInt("threads", 0);
   auto port = parsed->GetInt("port", 8080);
   auto max_concurrent = parsed->GetInt("max-concurrent", 64);
