@@ -60,6 +60,18 @@ Json ChatLogprobs(const engine::Tokenizer& tok, const engine::TurnResult& r) {
   return {{"content", content}};
 }
 
+std::string StreamTail(const std::vector<engine::StreamPtr>& streams, bool include_usage,
+                       Json base) {
+  std::string out;
+  if (include_usage) {
+    std::vector<const engine::TurnResult*> results;
+    for (const engine::StreamPtr& s : streams) results.push_back(&s->Wait());
+    base["usage"] = ChatUsage(results);
+    out += SseData(base);
+  }
+  return out + "data: [DONE]\n\n";
+}
+
 Json ChatUsage(const std::vector<const engine::TurnResult*>& results) {
   int64_t prompt = 0, cached = 0, completion = 0;
   if (!results.empty()) {
@@ -118,14 +130,7 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
       [st, streams, g, chunk, &tok, server_ptr = &server](std::string& out) {
         if (st->finished) return false;
         if (st->choice == streams.size()) {
-          if (g.include_usage) {
-            std::vector<const engine::TurnResult*> results;
-            for (const engine::StreamPtr& s : streams) results.push_back(&s->Wait());
-            Json u = chunk(Json::array());
-            u["usage"] = ChatUsage(results);
-            out += SseData(u);
-          }
-          out += "data: [DONE]\n\n";
+          out += StreamTail(streams, g.include_usage, chunk(Json::array()));
           st->finished = true;
           return false;
         }

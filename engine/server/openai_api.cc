@@ -373,14 +373,8 @@ void StreamCompletion(Call& c, CompletionRequest q, std::vector<engine::StreamPt
       [st, q_ptr, streams, tok, server, chunk](std::string& out) {
         if (st->finished) return false;
         if (st->choice == streams.size()) {
-          if (q_ptr->g.include_usage) {
-            std::vector<const engine::TurnResult*> results;
-            for (const engine::StreamPtr& s : streams) results.push_back(&s->Wait());
-            Json u = CompletionObject(*q_ptr, Json::array());
-            u["usage"] = ChatUsage(results);
-            out += SseData(u);
-          }
-          out += "data: [DONE]\n\n";
+          out +=
+              StreamTail(streams, q_ptr->g.include_usage, CompletionObject(*q_ptr, Json::array()));
           st->finished = true;
           return false;
         }

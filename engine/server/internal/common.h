@@ -251,6 +251,10 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
 Json ChatLogprobs(const engine::Tokenizer& tok, const engine::TurnResult& r);
 // The usage object of a request whose choices ended with `results`.
 Json ChatUsage(const std::vector<const engine::TurnResult*>& results);
+// The end of a chat/completions event stream: `base` with the usage of `streams` when
+// `include_usage`, then "data: [DONE]".
+std::string StreamTail(const std::vector<engine::StreamPtr>& streams, bool include_usage,
+                       Json base);
 // "<prefix>" + 24 random hex digits.
 std::string RandomId(std::string_view prefix);
 
