@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -145,7 +146,19 @@ absl::Status Server::Start() {
   }
   st.options.port = port;
   ::listen(st.http.listening_socket(), 1024);  // a larger backlog (capped by somaxconn)
-  listener_ = std::thread([&st] { st.http.listen_after_bind(); });
+  auto ended = std::make_shared<std::atomic<bool>>(false);
+  listener_ = std::thread([&st, ended] {
+    st.http.listen_after_bind();
+    ended->store(true);
+  });
+  // Return once the listener runs: a Stop() before that would find nothing to stop, and the
+  // listener would then serve forever (cpp-httplib's stop() only acts on a running server).
+  while (!st.http.is_running() && !ended->load()) std::this_thread::yield();
+  if (ended->load() && !st.http.is_running()) {
+    listener_.join();
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve on ", st.options.host, ":", port, " (the listener ended)"));
+  }
   return absl::OkStatus();
 }
 
