@@ -34,15 +34,6 @@ Json Choice(const engine::Tokenizer& tok, const engine::TurnResult& r, size_t in
           {"finish_reason", std::string(engine::FinishReasonName(r.finish))}};
 }
 
-void Observe(ServerState& server, const engine::TurnResult& r) {
-  const int64_t n = r.usage.completion_tokens;
-  const double per_token =
-      n > 1 ? (r.total_seconds - r.ttft_seconds) / static_cast<double>(n - 1) : 0.0;
-  server.metrics.ObserveTurn(r.ttft_seconds, per_token,
-                             r.usage.prompt_tokens - r.usage.cached_tokens, r.usage.cached_tokens,
-                             n);
-}
-
 }  // namespace
 
 Json ChatLogprobs(const engine::Tokenizer& tok, const engine::TurnResult& r) {
@@ -104,7 +95,7 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
     Json choices = Json::array();
     for (size_t i = 0; i < results.size(); ++i) {
       choices.push_back(Choice(tok, *results[i], i, g.logprobs));
-      Observe(server, *results[i]);
+      server.metrics.ObserveTurn(*results[i]);
     }
     top["object"] = "chat.completion";
     top["choices"] = choices;
@@ -167,7 +158,7 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
           st->finished = true;
           return false;
         }
-        Observe(*server_ptr, r);
+        server_ptr->metrics.ObserveTurn(r);
         out += SseData(chunk(
             Json::array({{{"index", i},
                           {"delta", Json::object()},

@@ -38,13 +38,15 @@ void Metrics::ObserveRequest(const std::string& route, int status, double second
   it->second.Observe(seconds);
 }
 
-void Metrics::ObserveTurn(double ttft_seconds, double per_token_seconds, int64_t computed,
-                          int64_t reused, int64_t generated) {
+void Metrics::ObserveTurn(const engine::TurnResult& r) {
+  const int64_t generated = r.usage.completion_tokens;
   std::lock_guard<std::mutex> lock(mu_);
-  ttft_.Observe(ttft_seconds);
-  if (generated > 1) per_token_.Observe(per_token_seconds);
-  tokens_computed_ += computed;
-  tokens_reused_ += reused;
+  ttft_.Observe(r.ttft_seconds);
+  if (generated > 1) {
+    per_token_.Observe((r.total_seconds - r.ttft_seconds) / static_cast<double>(generated - 1));
+  }
+  tokens_computed_ += r.usage.prompt_tokens - r.usage.cached_tokens;
+  tokens_reused_ += r.usage.cached_tokens;
   tokens_generated_ += generated;
 }
 

@@ -263,15 +263,6 @@ void ChatCompletions(Call& c) {
 // ---------------------------------------------------------------------------------------
 // /v1/completions
 
-void Observe(ServerState& server, const engine::TurnResult& r) {
-  const int64_t n = r.usage.completion_tokens;
-  const double per_token =
-      n > 1 ? (r.total_seconds - r.ttft_seconds) / static_cast<double>(n - 1) : 0.0;
-  server.metrics.ObserveTurn(r.ttft_seconds, per_token,
-                             r.usage.prompt_tokens - r.usage.cached_tokens, r.usage.cached_tokens,
-                             n);
-}
-
 // The legacy logprobs object of some tokens of one choice; `offset` is the byte offset of
 // the first in the choice's text, advanced past them.
 Json CompletionLogprobs(const engine::Tokenizer& tok, const std::vector<engine::TokenId>& ids,
@@ -337,7 +328,7 @@ void RespondCompletionJson(Call& c, const CompletionRequest& q,
                                                                       r.top_logprobs, &offset)
                                                  : Json(nullptr)},
                        {"finish_reason", std::string(engine::FinishReasonName(r.finish))}});
-    Observe(c.server, r);
+    c.server.metrics.ObserveTurn(r);
   }
   Json out = CompletionObject(q, std::move(choices));
   out["usage"] = ChatUsage(results);
@@ -404,7 +395,7 @@ void StreamCompletion(Call& c, CompletionRequest q, std::vector<engine::StreamPt
           st->finished = true;
           return false;
         }
-        Observe(*server, r);
+        server->metrics.ObserveTurn(r);
         out += chunk(i, "", nullptr, std::string(engine::FinishReasonName(r.finish)));
         ++st->choice;
         st->offset = 0;

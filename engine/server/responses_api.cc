@@ -380,19 +380,14 @@ struct Generation {
           message_id, incomplete ? "incomplete" : "completed", Json::array({OutputPart(r.text)}))});
       response["output_text"] = r.text;
       response["usage"] = UsageJson(r.usage);
-      const int64_t generated = r.usage.completion_tokens;
-      server->metrics.ObserveTurn(
-          r.ttft_seconds,
-          generated > 1 ? (r.total_seconds - r.ttft_seconds) / static_cast<double>(generated - 1)
-                        : 0.0,
-          r.usage.prompt_tokens - r.usage.cached_tokens, r.usage.cached_tokens, generated);
+      server->metrics.ObserveTurn(r);
       server->Audit(tenant, "response",
                     {{"session", target.session},
                      {"response", response["id"]},
                      {"forked", target.forked},
                      {"store", store_response},
                      {"input_tokens", r.usage.prompt_tokens},
-                     {"output_tokens", generated}});
+                     {"output_tokens", r.usage.completion_tokens}});
       if (store_response) {
         stored = ResponseStore::Stored{.id = response["id"].get<std::string>(),
                                        .tenant = tenant,

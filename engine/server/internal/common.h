@@ -108,8 +108,9 @@ bool ValidUtf8(std::string_view s);
 class Metrics {
  public:
   void ObserveRequest(const std::string& route, int status, double seconds);
-  void ObserveTurn(double ttft_seconds, double per_token_seconds, int64_t computed, int64_t reused,
-                   int64_t generated);
+  // A finished generation: its time to first token, time per later token, prompt tokens
+  // computed and reused, tokens generated.
+  void ObserveTurn(const engine::TurnResult& r);
   std::string Render(const engine::EngineStats& stats, int64_t in_flight, bool draining);
 
  private:
