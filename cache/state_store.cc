@@ -360,7 +360,7 @@ absl::StatusOr<ScanResult> StateDir::Scan() {
   ScanResult result;
   for (const std::string& name : names) {
     const std::string path = Join(root_, name);
-    if (name == kQuarantineName) continue;
+    if (name == kQuarantineName || name == kServerDirName) continue;
     if (name.starts_with(kImportPrefix) || name == kProbeName) {
       // An interrupted Import (or Open): never visible as a session.
       struct stat st;

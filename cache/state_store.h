@@ -7,6 +7,7 @@
 //       seg-000001.kv           block payloads of one AppendBlocks call, 4 KiB aligned
 //       seg-000002.kv           ...
 //     quarantine/sess_<...>/    sessions whose manifest was found corrupt (moved by Scan)
+//     server/                   files of `mnemo serve` (its Responses index); Scan skips it
 //
 // The write protocol of one turn: AppendBlocks writes the turn's new blocks into a NEW
 // segment file and fsyncs it (and the directory); then WriteManifest writes the complete new
@@ -46,6 +47,9 @@
 #include "cache/state_manifest.h"
 
 namespace mnemo::cache {
+
+// The entry of a state directory that belongs to the server, not to a session.
+inline constexpr char kServerDirName[] = "server";
 
 struct StateDirOptions {
   // fsync files and directories at every commit point. Off only for tests and benchmarks

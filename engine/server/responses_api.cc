@@ -19,11 +19,15 @@
 // the reply.
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache/state_store.h"
 #include "engine/server/internal/common.h"
 
 namespace mnemo::server {
@@ -239,6 +243,7 @@ class ResponseStore {
       e.busy = false;
       if (stored) {
         e.turns = stored->turns;
+        if (journal_ != nullptr) WriteRecord(journal_, PutRecord(*stored));
         responses_[stored->id] = std::move(*stored);
       } else {
         remove = --e.refs == 0;
@@ -247,6 +252,55 @@ class ResponseStore {
     }
     cv_.notify_all();
     if (remove) engine.DeleteSession(tenant, session).IgnoreError();  // may have expired
+  }
+
+  // Makes the stored responses durable in `path` (JSON lines: {"op": "put", id, tenant,
+  // session, turns, body} and {"op": "del", id}): replays it — keeping the responses whose
+  // session the engine still has — rewrites it compacted, and appends to it from then on.
+  // Without a state directory the responses live in memory only.
+  void OpenJournal(engine::Engine& engine, const std::string& dir) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::filesystem::create_directories(dir);
+    const std::string path = dir + "/responses.jsonl";
+    {
+      std::ifstream in(path);
+      for (std::string line; std::getline(in, line);) {
+        const Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_discarded() || !j.is_object()) continue;  // a torn last line
+        const std::string id = j.value("id", "");
+        if (j.value("op", "") == "del") {
+          responses_.erase(id);
+        } else if (j.value("op", "") == "put" && j.contains("body")) {
+          responses_[id] = {.id = id,
+                            .tenant = j.value("tenant", ""),
+                            .session = j.value("session", ""),
+                            .turns = j.value("turns", int64_t{0}),
+                            .body = j["body"]};
+        }
+      }
+    }
+    for (auto it = responses_.begin(); it != responses_.end();) {
+      const Stored& s = it->second;
+      auto info = engine.GetSession(s.tenant, s.session);
+      if (!info.ok()) {  // deleted or expired meanwhile
+        it = responses_.erase(it);
+        continue;
+      }
+      SessionEntry& e = sessions_[s.session];
+      ++e.refs;
+      e.turns = info->n_turns;  // a response at this count is the session's latest
+      ++it;
+    }
+    const std::string tmp = path + ".tmp";
+    if (FILE* out = std::fopen(tmp.c_str(), "w")) {
+      for (const auto& [id, s] : responses_) WriteRecord(out, PutRecord(s));
+      std::fclose(out);
+      std::rename(tmp.c_str(), path.c_str());
+    }
+    journal_ = std::fopen(path.c_str(), "a");
+  }
+  ~ResponseStore() {
+    if (journal_ != nullptr) std::fclose(journal_);
   }
 
   // The stored response object; nullopt when unknown or another tenant's.
@@ -267,6 +321,7 @@ class ResponseStore {
       if (it == responses_.end() || it->second.tenant != tenant) return false;
       session = it->second.session;
       responses_.erase(it);
+      if (journal_ != nullptr) WriteRecord(journal_, {{"op", "del"}, {"id", id}});
       SessionEntry& e = sessions_.at(session);
       if (--e.refs > 0) return true;
       sessions_.erase(session);
@@ -276,6 +331,18 @@ class ResponseStore {
   }
 
  private:
+  static Json PutRecord(const Stored& s) {
+    return {{"op", "put"},          {"id", s.id},       {"tenant", s.tenant},
+            {"session", s.session}, {"turns", s.turns}, {"body", s.body}};
+  }
+  // One line, flushed (a process crash keeps it; the sessions' own durability is the
+  // engine's).
+  static void WriteRecord(FILE* f, const Json& j) {
+    const std::string line = j.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+    std::fwrite(line.data(), 1, line.size(), f);
+    std::fflush(f);
+  }
+
   struct SessionEntry {
     int64_t refs = 0;   // stored responses naming it + requests holding or waiting for it
     bool busy = false;  // a request forks or continues it
@@ -296,6 +363,7 @@ class ResponseStore {
   std::condition_variable cv_;                    // a session stopped being busy
   std::map<std::string, Stored> responses_;       // guarded by mu_
   std::map<std::string, SessionEntry> sessions_;  // guarded by mu_
+  FILE* journal_ = nullptr;                       // guarded by mu_
 };
 
 // ---------------------------------------------------------------------------------------
@@ -540,6 +608,10 @@ void CreateResponse(Call& c, const std::shared_ptr<ResponseStore>& store) {
 
 void RegisterResponsesRoutes(Router& r) {
   auto store = std::make_shared<ResponseStore>();
+  const std::string& state_dir = r.server().engine.options().state_dir;
+  if (!state_dir.empty()) {
+    store->OpenJournal(r.server().engine, state_dir + "/" + cache::kServerDirName);
+  }
   r.Post("/v1/responses", "/v1/responses", [store](Call& c) { CreateResponse(c, store); });
   r.Get(R"(/v1/responses/([^/]+))", "/v1/responses/{id}", [store](Call& c) {
     const std::string id = c.req.matches[1];

@@ -435,5 +435,46 @@ TEST(ResponsesApiTest, InputItemsInstructionsAndMetadata) {
   }
 }
 
+// With a state directory the stored responses survive a restart: a chain continues (and
+// forks) after it exactly as before, a deleted response stays deleted.
+TEST(ResponsesApiTest, ChainsSurviveARestart) {
+  const std::string dir = mnemo::testing::MakeTempDir();
+  const std::string model = dir + "/m.gguf";
+  ASSERT_TRUE(engine::WriteTestModel(
+                  {.arch = engine::Architecture::kLlama, .dtype = kernels::DType::kF16}, model)
+                  .ok());
+  engine::EngineOptions eo;
+  eo.state_dir = dir + "/state";
+  std::string a_id, b_id, c_id;
+  Json b_body, fork_before, latest_before;
+  {
+    auto t = TestServer::Start({}, eo, model);
+    ASSERT_NE(t, nullptr);
+    const Json a = Respond(*t, Request("One."));
+    a_id = a["id"];
+    b_body = Respond(*t, Request("Two.", a_id));
+    b_id = b_body["id"];
+    const Json c = Respond(*t, Request("Three.", b_id));
+    c_id = c["id"];
+    fork_before = Respond(*t, Request("Four.", a_id));    // a fork from the first response
+    latest_before = Respond(*t, Request("Five.", c_id));  // continues the chain's session
+    ASSERT_EQ(t->Delete("/v1/responses/" + latest_before["id"].get<std::string>())->status, 200);
+  }
+  auto t = TestServer::Start({}, eo, model);
+  ASSERT_NE(t, nullptr);
+  auto got = t->Get("/v1/responses/" + b_id);
+  ASSERT_TRUE(got);
+  ASSERT_EQ(got->status, 200) << got->body;
+  EXPECT_EQ(ParseJson(got->body), b_body);
+  EXPECT_EQ(t->Get("/v1/responses/" + latest_before["id"].get<std::string>())->status, 404);
+  const Json fork_after = Respond(*t, Request("Four.", a_id));
+  EXPECT_EQ(fork_after["output_text"], fork_before["output_text"]);
+  EXPECT_GT(fork_after["usage"]["input_tokens_details"]["cached_tokens"].get<int64_t>(), 0);
+  // The chain's session went on past c (the deleted response's turn); continuing from c
+  // forks at c and gives what continuing c gave before.
+  const Json after_c = Respond(*t, Request("Five.", c_id));
+  EXPECT_EQ(after_c["output_text"], latest_before["output_text"]);
+}
+
 }  // namespace
 }  // namespace mnemo::server

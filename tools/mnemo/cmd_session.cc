@@ -158,7 +158,7 @@ absl::StatusOr<std::vector<DirEntry>> ListEntries(const std::string& root) {
   std::vector<DirEntry> entries;
   for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
     std::string name = it->path().filename().string();
-    if (name == kQuarantineName) continue;
+    if (name == kQuarantineName || name == cache::kServerDirName) continue;
     std::optional<SessionId> id = SessionId::Parse(name);
     entries.push_back({std::move(name), id});
   }

@@ -211,6 +211,7 @@ std::string SseEvent(std::string_view type, const Json& j);
 class Router {
  public:
   explicit Router(ServerState& server) : server_(server) {}
+  ServerState& server() const { return server_; }
   using Handler = std::function<void(Call&)>;
   // `route` names the endpoint in metrics and logs (e.g. "/v1/sessions/{id}"). Handlers
   // without `auth` (health, readiness, metrics) run for anyone, also while draining.
