@@ -243,33 +243,40 @@ void Call::StreamSse(std::function<bool(std::string& out)> next,
   streaming = true;
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
+  // The request stops counting as in flight when its last event is written — before the
+  // stream's end reaches the client, so that a client's next request never finds it still
+  // counted — or, if the stream breaks off, when cpp-httplib releases it.
   struct Done {
     bool finished = false;
+    bool left = false;
   };
   auto done = std::make_shared<Done>();
   ServerState* server_ptr = &server;
-  const std::string tenant_copy = tenant;
-  const std::string route_copy = route;
-  const auto t0 = std::chrono::steady_clock::now();
+  auto leave = [done, server_ptr, tenant_copy = tenant, route_copy = route,
+                t0 = std::chrono::steady_clock::now()] {
+    if (done->left) return;
+    done->left = true;
+    server_ptr->metrics.ObserveRequest(
+        route_copy, 200,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    server_ptr->Leave(tenant_copy);
+  };
   res.set_chunked_content_provider(
       "text/event-stream",
-      [next = std::move(next), done](size_t, httplib::DataSink& sink) {
+      [next = std::move(next), done, leave](size_t, httplib::DataSink& sink) {
         std::string out;
         const bool more = next(out);
         if (!out.empty() && !sink.write(out.data(), out.size())) return false;
         if (!more) {
           done->finished = true;
+          leave();
           sink.done();
         }
         return true;
       },
-      [on_close = std::move(on_close), done, server_ptr, tenant_copy, route_copy,
-       t0](bool success) {
+      [on_close = std::move(on_close), done, leave](bool success) {
         on_close(success && done->finished);
-        server_ptr->metrics.ObserveRequest(
-            route_copy, 200,
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        server_ptr->Leave(tenant_copy);
+        leave();
       });
 }
 
