@@ -56,6 +56,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/bench_main.h"
 #include "bench/multiturn_workload.h"
 #include "engine/engine.h"
 #include "engine/model/model.h"
@@ -728,17 +729,6 @@ absl::Status Run(const Flags& f) {
 }  // namespace mnemo::bench
 
 int main(int argc, char** argv) {
-  absl::StatusOr<mnemo::bench::Flags> flags = mnemo::bench::ParseFlags(argc, argv);
-  if (!flags.ok()) {
-    const bool help = absl::IsCancelled(flags.status());
-    std::fprintf(help ? stdout : stderr, "%s%s", help ? "" : "mnemo_multiturn_bench: ",
-                 std::string(flags.status().message()).c_str());
-    if (!help) std::fprintf(stderr, "\n");
-    return help ? 0 : 2;
-  }
-  if (absl::Status st = mnemo::bench::Run(*flags); !st.ok()) {
-    std::fprintf(stderr, "mnemo_multiturn_bench: %s\n", std::string(st.message()).c_str());
-    return 1;
-  }
-  return 0;
+  return mnemo::bench::BenchMain("mnemo_multiturn_bench", mnemo::bench::ParseFlags(argc, argv),
+                                 mnemo::bench::Run);
 }

@@ -1,0 +1,33 @@
+// The main() of a benchmark program with its own flags (mnemo_multiturn_bench,
+// mnemo_tier_bench): --help prints to stdout and exits 0; a bad flag prints "NAME: message"
+// to stderr and exits 2; a failed run prints "NAME: message" and exits 1.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace mnemo::bench {
+
+// `flags` is the program's parse result: Cancelled carries the help text.
+template <typename Flags, typename Run>
+int BenchMain(const char* name, const absl::StatusOr<Flags>& flags, Run run) {
+  if (!flags.ok()) {
+    const std::string message(flags.status().message());
+    if (absl::IsCancelled(flags.status())) {
+      std::fprintf(stdout, "%s", message.c_str());
+      return 0;
+    }
+    std::fprintf(stderr, "%s: %s\n", name, message.c_str());
+    return 2;
+  }
+  if (absl::Status st = run(*flags); !st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", name, std::string(st.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace mnemo::bench
