@@ -284,6 +284,10 @@ cache::TierCostModel CostModel(const kernels::KvLayout& layout, const Model& mod
 bool Engine::Impl::FreeDeviceBlocks(int64_t need) {
   if (!host && !disk) return false;
   const int64_t bb = pool->block_bytes();
+  if (static_cast<double>(pool->num_in_use() + need) <=
+      opts.high_watermark * static_cast<double>(pool->num_total())) {
+    return io_in_flight > 0;  // under the watermark: no candidates to gather (the tick's path)
+  }
   const absl::Time now = Now();
   const cache::TierCostModel cost =
       CostModel(pool->layout(), *model,
@@ -348,6 +352,10 @@ bool Engine::Impl::HostFits(const SessionState& s, int64_t blocks) {
 // The host tier's watermarks: idle host sessions go to disk (or are dropped without one).
 void Engine::Impl::DemoteHost(int64_t need_blocks) {
   if (!host) return;
+  if (static_cast<double>(host->num_stored() + need_blocks) <=
+      opts.high_watermark * static_cast<double>(host->num_slots())) {
+    return;  // under the watermark
+  }
   const int64_t bb = HostBlockBytes();
   const absl::Time now = Now();
   const cache::TierCostModel cost =
