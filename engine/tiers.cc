@@ -164,6 +164,10 @@ cache::SessionRecord Engine::Impl::MakeRecord(const SessionState& s) const {
 
 void Engine::Impl::RunJob(SessionState* s, bool move, absl::AnyInvocable<absl::Status()> job,
                           absl::AnyInvocable<void(SessionState*, absl::Status)> done) {
+  if (io_stopped) {  // shut down: a completion run at exit must not leave work behind
+    done(s, absl::UnavailableError("the engine shut down"));
+    return;
+  }
   Residency& r = Res(*s);
   MNEMO_CHECK(!r.io_busy) << "two I/O jobs on session " << s->id.ToString();
   r.io_busy = true;

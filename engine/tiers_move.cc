@@ -94,6 +94,11 @@ void Engine::Impl::StartSpill(SessionState* s, StorageTier to,
         [this, slots = std::move(slots), n, bb, done = std::move(done)](SessionState* sess,
                                                                         absl::Status st) mutable {
           Residency& res = Res(*sess);
+          if (!st.ok()) {  // not copied (the engine shut down): the KV stays where it is
+            for (cache::HostBlockId h : slots) host->Free(h);
+            tenant_host_bytes[sess->tenant] -= n * bb;
+            return done(st);
+          }
           res.host = std::move(slots);
           res.off_kv_tokens = sess->kv.table.n_tokens();
           res.off_chain = std::move(sess->kv.chain);
@@ -521,7 +526,8 @@ void Engine::Impl::ShutdownTiers() {
       }
     }
   }
-  io->Stop();  // waits for the jobs running now; drops the others
+  io->Stop();         // waits for the jobs running now; drops the others
+  io_stopped = true;  // completions still queued must not start new jobs (RunJob)
   const absl::Status gone = absl::UnavailableError("the engine shut down");
   for (SessionState* s : sessions.All()) {
     Residency& r = Res(*s);

@@ -176,6 +176,7 @@ struct Engine::Impl {
   absl::flat_hash_map<std::string, int64_t> tenant_disk_bytes;
   int64_t disk_bytes = 0;
   int64_t io_in_flight = 0;  // jobs submitted whose completion has not run
+  bool io_stopped = false;   // the I/O workers are stopped (shutdown)
   int64_t moves_in_flight = 0;
   std::vector<absl::AnyInvocable<void(absl::Status)>> moves_waiters;  // MaintainTiers()
   // Another model's sessions found at startup: id -> (tenant, why). Only their tenant is
