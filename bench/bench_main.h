@@ -4,12 +4,20 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace mnemo::bench {
+
+// The model a benchmark runs by default: $MNEMO_SMOLLM2_GGUF, else the SmolLM2 that
+// tools/fetch-model.sh puts under `source_dir`/models.
+inline std::string DefaultModelPath(const std::string& source_dir) {
+  const char* env_model = std::getenv("MNEMO_SMOLLM2_GGUF");
+  return env_model != nullptr ? env_model : source_dir + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
 
 // `flags` is the program's parse result: Cancelled carries the help text.
 template <typename Flags, typename Run>

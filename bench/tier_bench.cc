@@ -476,10 +476,7 @@ constexpr char kUsage[] =
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   Flags f;
-  const char* env_model = std::getenv("MNEMO_SMOLLM2_GGUF");
-  f.model = env_model != nullptr
-                ? env_model
-                : std::string(MNEMO_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  f.model = DefaultModelPath(MNEMO_SOURCE_DIR);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (std::find(args.begin(), args.end(), "--quick") != args.end()) {
     f.quick = true;
