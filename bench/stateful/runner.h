@@ -48,7 +48,7 @@ class Driver {
 
 struct EngineDriverOptions {
   BenchMode mode = BenchMode::kStateful;
-  EngineOptions engine;  // threads, max_batch_tokens, ... (the mode overrides prefix_cache)
+  engine::EngineOptions engine;  // threads, max_batch_tokens, ... (the mode overrides prefix_cache)
   // kSpill: the device budget is this fraction of the KV the whole workload would hold at
   // once if every conversation stayed resident (at least enough for the longest one
   // conversation plus one max_batch_tokens step), the host budget the same again, and the

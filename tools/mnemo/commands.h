@@ -14,5 +14,6 @@ int RunGenerate(const std::vector<std::string>& args);
 int RunChat(const std::vector<std::string>& args);
 int RunServe(const std::vector<std::string>& args);
 int RunSession(const std::vector<std::string>& args);
+int RunBench(const std::vector<std::string>& args);
 
 }  // namespace mnemo::cli

@@ -23,6 +23,8 @@ constexpr Subcommand kSubcommands[] = {
     {"serve", "serve the OpenAI and session HTTP APIs (docs/api.md)", mnemo::cli::RunServe},
     {"session", "list, verify, remove, export and import saved sessions (--state-dir)",
      mnemo::cli::RunSession},
+    {"bench", "measure stateful vs stateless serving (multiturn) or the kernels",
+     mnemo::cli::RunBench},
     {"make-test-model", "write a tiny random-weight model for tests", mnemo::cli::RunMakeTestModel},
 };
 
