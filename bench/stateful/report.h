@@ -40,6 +40,7 @@ struct ModeCost {
   double per_million_generated_tokens = 0;
   // For the break-even: averages per turn after the first.
   double held_byte_seconds_per_think_second = 0;  // mean bytes held while users think
+  double held_bytes_sum = 0;  // sum over those turns of the bytes held (CostPer1000AtThink)
   double device_share = 1, host_share = 0, disk_share = 0;  // where they are held
 };
 
