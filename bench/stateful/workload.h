@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "bench/multiturn_workload.h"
@@ -24,6 +26,16 @@ struct LogNormal {
   double median = 1, p90 = 1;
   double min = 0, max = 1e18;
 };
+
+// Phi^-1(p), the standard normal's inverse CDF, for p in (0, 1) (-inf / +inf at 0 / 1, NaN
+// outside): Acklam's rational approximation refined by one Halley step against std::erfc,
+// absolute error below 1e-12 for p in [1e-300, 1 - 1e-15].
+double InverseNormalCdf(double p);
+
+// One draw from `d`: exp(ln(median) + sigma * Phi^-1(u)) with sigma = (ln(p90) - ln(median)) /
+// Phi^-1(0.9) and u = ((rng() >> 11) + 0.5) * 2^-53, clipped to [min, max]. Exactly one
+// rng() call. Requires median > 0 and p90 >= median (p90 < median counts as p90 = median).
+double DrawLogNormal(const LogNormal& d, std::mt19937_64& rng);
 
 struct ChatOptions {
   int conversations = 16;
@@ -79,8 +91,10 @@ struct WorkloadStats {
   double mean_turns = 0;
   double mean_user_tokens = 0;
   double mean_reply_tokens = 0;
-  double mean_think_seconds = 0;
-  double mean_final_context = 0;  // system + every user message + every reply, in tokens
+  double mean_think_seconds = 0;  // per pause (every turn but a conversation's first)
+  // System + every user message + every reply, in tokens (the chat template's tokens are
+  // not counted).
+  double mean_final_context = 0;
   int64_t max_final_context = 0;
   double shared_system_fraction = 0;
 };
