@@ -10,6 +10,7 @@ PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev libxxhash-dev libpcre2-dev
   libdnnl-dev ocl-icd-opencl-dev
   clang libclang-rt-14-dev clang-format
+  python3-matplotlib
 )
 
 SUDO=""

@@ -144,6 +144,13 @@ std::string PlotScript() {
   return "";
 }
 
+// The Python that draws the plots: $MNEMO_PYTHON, else Debian's /usr/bin/python3 (where
+// python3-matplotlib installs; a python3 earlier on PATH may be another one), else python3.
+std::string Python() {
+  if (const char* env = std::getenv("MNEMO_PYTHON")) return env;
+  return std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+}
+
 std::string CpuModel() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -407,7 +414,7 @@ int RunMultiturn(const std::vector<std::string>& args) {
     if (script.empty()) {
       return Fail("plots not drawn: tools/bench_plots.py not found (set MNEMO_BENCH_PLOTS)");
     }
-    const int rc = RunProgram({"python3", script, s.out});
+    const int rc = RunProgram({Python(), script, s.out});
     if (rc != 0) {
       return Fail(absl::StrCat("plots not drawn: python3 ", script, " exited with ", rc,
                                " (Debian's python3-matplotlib is needed; --no-plots skips them)"));
