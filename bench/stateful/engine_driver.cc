@@ -58,6 +58,9 @@ int64_t RoundUp(int64_t x, int64_t multiple) { return (x + multiple - 1) / multi
 // The device and host budgets of kSpill, in bytes (see EngineDriverOptions): every
 // conversation's final length is estimated as its system prompt and user messages (tokenized
 // with the model's tokenizer), every reply's exact length and the template's tokens.
+// Spilling needs idle sessions (between turns, or thinking): when more turns are queued at
+// once than the device tier holds and none is running, the engine refuses the first with
+// ResourceExhausted (a queued session's KV is not a spill candidate), which the records show.
 struct SpillBudget {
   uint64_t device_bytes = 0;
   uint64_t host_bytes = 0;
