@@ -48,13 +48,19 @@ class Driver {
 
 struct EngineDriverOptions {
   BenchMode mode = BenchMode::kStateful;
-  engine::EngineOptions engine;  // threads, max_batch_tokens, ... (the mode overrides prefix_cache)
+  // threads, max_batch_tokens, ... (the mode overrides prefix_cache)
+  ::mnemo::engine::EngineOptions engine;
   // kSpill: the device budget is this fraction of the KV the whole workload would hold at
   // once if every conversation stayed resident (at least enough for the longest one
   // conversation plus one max_batch_tokens step), the host budget the same again, and the
   // rest spills to `state_dir` (a temporary directory when empty, removed at the end).
   double spill_device_fraction = 0.25;
   std::string state_dir;
+  // Called with each successful turn's reply text, from the conversation's thread (tests
+  // compare the modes' replies). Empty: none.
+  using ReplyHook =
+      std::function<void(const std::string& conversation_id, int turn, const std::string& reply)>;
+  ReplyHook on_reply;
 };
 
 // A fresh Engine on `model` (which must outlive the driver) configured for the mode:

@@ -140,11 +140,20 @@ std::optional<bool> FieldReader::Bool(std::string_view name) {
   return v->get<bool>();
 }
 
+// Extensions of OpenAI's generation fields that ReadGenerationFields reads (vLLM's too).
+constexpr std::string_view kGenerationExtensions[] = {"ignore_eos"};
+
 void FieldReader::OnlyKnown(std::initializer_list<std::string_view> known) {
   if (!ok()) return;
+  // A generating request (one that takes a token limit) also takes the extensions.
+  bool generating = false;
+  for (std::string_view k : known) {
+    generating |= k == "max_tokens" || k == "max_output_tokens";
+  }
   for (auto it = obj_.begin(); it != obj_.end(); ++it) {
     bool found = false;
     for (std::string_view k : known) found |= it.key() == k;
+    for (std::string_view k : kGenerationExtensions) found |= generating && it.key() == k;
     if (!found) {
       Fail(it.key(), "unknown field");
       return;
@@ -170,6 +179,7 @@ GenerationFields ReadGenerationFields(FieldReader& f, bool completions_logprobs)
       break;
     }
   }
+  if (auto ignore = f.Bool("ignore_eos")) stop.ignore_eos = *ignore;
   if (auto p = f.Number("presence_penalty", -2.0, 2.0)) s.presence_penalty = static_cast<float>(*p);
   if (auto p = f.Number("frequency_penalty", -2.0, 2.0)) {
     s.frequency_penalty = static_cast<float>(*p);

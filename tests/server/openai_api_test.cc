@@ -463,5 +463,36 @@ TEST(OpenAiApiTest, BadRequestsNameTheField) {
   EXPECT_TRUE(t->engine->CheckInvariants().ok());
 }
 
+// ignore_eos (a mnemo and vLLM extension): with an end-of-generation token forced by
+// logit_bias, the reply stops at once unless ignore_eos is set, when it runs to exactly
+// max_tokens; a non-boolean is a 400 naming the field.
+TEST(OpenAiApiTest, IgnoreEosRunsToMaxTokens) {
+  auto t = TestServer::Start();
+  ASSERT_NE(t, nullptr);
+  const std::vector<engine::TokenId>& eog = t->engine->tokenizer().data().eog;
+  ASSERT_FALSE(eog.empty());
+  const Json force_eos = {{std::to_string(eog.front()), 100}};
+  constexpr int kMaxTokens = 7;
+  const Json stopped = PostOk(*t, "/v1/chat/completions",
+                              ChatBody({{"max_tokens", kMaxTokens}, {"logit_bias", force_eos}}));
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
+  EXPECT_LT(stopped["usage"]["completion_tokens"].get<int64_t>(), kMaxTokens);
+
+  const Json full = PostOk(
+      *t, "/v1/chat/completions",
+      ChatBody({{"max_tokens", kMaxTokens}, {"logit_bias", force_eos}, {"ignore_eos", true}}));
+  EXPECT_EQ(full["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(full["usage"]["completion_tokens"], kMaxTokens);
+
+  auto res = t->Post("/v1/chat/completions", ChatBody({{"ignore_eos", "yes"}}));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  if (ErrorBodiesKept(*t)) {
+    const Json e = ParseJson(res->body)["error"];
+    EXPECT_EQ(e["param"], "ignore_eos") << res->body;
+    EXPECT_NE(e["message"].get<std::string>().find("boolean"), std::string::npos) << res->body;
+  }
+}
+
 }  // namespace
 }  // namespace mnemo::server
