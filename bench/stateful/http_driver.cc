@@ -545,13 +545,26 @@ absl::StatusOr<std::unique_ptr<Driver>> MakeHttpDriver(const HttpDriverOptions& 
                   .base = *base,
                   .api_key = opts.api_key,
                   .timeout_seconds = opts.timeout_seconds};
-  // Fail now, naming the URL, when nothing answers there.
+  // Fail now, naming the URL, when nothing answers there; without a model name, use the
+  // first one the server lists.
+  HttpDriverOptions o = opts;
   {
     std::unique_ptr<httplib::Client> cli = conn.NewClient();
     httplib::Result res = cli->Get((base->prefix + "/v1/models").c_str());
     if (!res) return conn.Unreachable(res.error());
+    if (o.model.empty()) {
+      const Json j = Json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+      const Json* data = j.is_object() && j.contains("data") ? &j["data"] : nullptr;
+      if (res->status != 200 || data == nullptr || !data->is_array() || data->empty() ||
+          !(*data)[0].is_object() || !(*data)[0].contains("id") || !(*data)[0]["id"].is_string()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "GET ", opts.base_url, "/v1/models (HTTP ", res->status,
+            ") lists no model; name the served model (--served-model)"));
+      }
+      o.model = (*data)[0]["id"].get<std::string>();
+    }
   }
-  auto driver = std::make_unique<HttpDriver>(opts, std::move(conn));
+  auto driver = std::make_unique<HttpDriver>(o, std::move(conn));
   driver->Start();
   return std::unique_ptr<Driver>(std::move(driver));
 }

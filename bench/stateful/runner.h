@@ -80,7 +80,7 @@ enum class HttpApi { kChat, kSessions, kResponses };
 struct HttpDriverOptions {
   std::string base_url;  // "http://host:port" (a trailing /v1 is accepted and stripped)
   std::string api_key;   // sent as "Authorization: Bearer ..." when not empty
-  std::string model;     // the request's "model" field
+  std::string model;     // the request's "model" field ("": the first id of GET /v1/models)
   HttpApi api = HttpApi::kChat;
   double timeout_seconds = 600;
 };

@@ -75,6 +75,7 @@ void RejectUnsupportedChatFields(FieldReader& f) {
                "stop",
                "max_tokens",
                "max_completion_tokens",
+               "ignore_eos",
                "presence_penalty",
                "frequency_penalty",
                "logit_bias",
@@ -101,7 +102,7 @@ void RejectUnsupportedCompletionFields(FieldReader& f) {
   if (auto echo = f.Bool("echo"); echo && *echo) NotSupported(f, "echo", "echo: true is");
   if (f.Raw("top_k") != nullptr) NotSupported(f, "top_k", "is");
   f.OnlyKnown({"model", "prompt", "suffix", "echo", "best_of", "temperature", "top_p", "seed",
-               "stop", "max_tokens", "presence_penalty", "frequency_penalty", "logit_bias",
+               "stop", "max_tokens", "ignore_eos", "presence_penalty", "frequency_penalty", "logit_bias",
                "logprobs", "n", "stream", "stream_options", "user"});
 }
 

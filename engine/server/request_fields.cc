@@ -140,20 +140,11 @@ std::optional<bool> FieldReader::Bool(std::string_view name) {
   return v->get<bool>();
 }
 
-// Extensions of OpenAI's generation fields that ReadGenerationFields reads (vLLM's too).
-constexpr std::string_view kGenerationExtensions[] = {"ignore_eos"};
-
 void FieldReader::OnlyKnown(std::initializer_list<std::string_view> known) {
   if (!ok()) return;
-  // A generating request (one that takes a token limit) also takes the extensions.
-  bool generating = false;
-  for (std::string_view k : known) {
-    generating |= k == "max_tokens" || k == "max_output_tokens";
-  }
   for (auto it = obj_.begin(); it != obj_.end(); ++it) {
     bool found = false;
     for (std::string_view k : known) found |= it.key() == k;
-    for (std::string_view k : kGenerationExtensions) found |= generating && it.key() == k;
     if (!found) {
       Fail(it.key(), "unknown field");
       return;

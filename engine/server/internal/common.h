@@ -90,7 +90,8 @@ struct GenerationFields {
 // max_tokens / max_completion_tokens / max_output_tokens (>= 1; the first of them present),
 // presence_penalty and frequency_penalty [-2, 2], logit_bias ({"id": -100..100}), logprobs
 // (bool; or, with `completions_logprobs`, an int 0..5 that also sets the top count),
-// top_logprobs 0..20, n 1..16, stream, stream_options.include_usage, user. Greedy when
+// top_logprobs 0..20, n 1..16, stream, stream_options.include_usage, user, and ignore_eos
+// (bool; vLLM's extension: end-of-generation tokens do not stop the reply). Greedy when
 // temperature is 0. Defaults as OpenAI's: temperature 1, top_p 1, no limit but the context.
 GenerationFields ReadGenerationFields(FieldReader& f, bool completions_logprobs = false);
 
