@@ -1,6 +1,10 @@
 // RunWorkload (runner.h): simulated users replaying a workload through a Driver.
 //
-// Closed loop: `concurrency` user threads each take the next conversation not yet started
+// Interleaved (closed loop, think_scale 0; runner.h): users take ready turns from every open
+// conversation in virtual-time order (Next below).
+//
+// Closed loop with think_scale > 0: `concurrency` user threads each take the next
+// conversation not yet started
 // (in workload order) and play it turn by turn, pausing think_seconds * think_scale before
 // every turn but the first, until none is left.
 //
@@ -25,6 +29,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <optional>
@@ -145,8 +150,18 @@ class Run {
         std::max(1, std::min<int>(opts_.concurrency, static_cast<int>(w_.conversations.size())));
     std::vector<std::thread> threads;
     threads.reserve(static_cast<size_t>(users));
-    for (int i = 0; i < users; ++i) threads.emplace_back([this] { User(); });
+    const bool interleave = !opts_.open_loop && opts_.think_scale <= 0;
+    if (interleave) convs_.resize(w_.conversations.size());
+    for (int i = 0; i < users; ++i) {
+      threads.emplace_back([this, interleave] { interleave ? InterleavedUser() : User(); });
+    }
     for (std::thread& t : threads) t.join();
+    // An aborted interleaved run leaves conversations open: end them (End frees their state).
+    for (Conv& v : convs_) {
+      if (v.client == nullptr) continue;
+      if (absl::Status st = v.client->End(); !st.ok()) Abort(st);
+      v.client.reset();
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       finished_ = true;
@@ -233,6 +248,100 @@ class Run {
     }
   }
 
+  // ---- interleaved ----
+
+  struct Conv {
+    std::unique_ptr<ConversationClient> client;
+    int next_turn = 0;
+    double ready = 0;  // virtual time at which next_turn may be sent
+    bool in_flight = false;
+    bool done = false;
+  };
+
+  // The conversation whose next turn is ready earliest (ties: the lower index) among those
+  // not in flight; -1 when every one is done or the run is aborted. Waits while the only
+  // conversations left are in flight. Marks the one returned in flight.
+  int Next() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (aborted_) return -1;
+      int best = -1;
+      bool any_left = false;
+      for (size_t i = 0; i < convs_.size(); ++i) {
+        Conv& v = convs_[i];
+        if (v.done) continue;
+        any_left = true;
+        if (v.in_flight) continue;
+        const double ready = v.next_turn == 0 ? w_.conversations[i].arrival_seconds : v.ready;
+        if (best < 0 || ready < (convs_[static_cast<size_t>(best)].next_turn == 0
+                                     ? w_.conversations[static_cast<size_t>(best)].arrival_seconds
+                                     : convs_[static_cast<size_t>(best)].ready)) {
+          best = static_cast<int>(i);
+        }
+      }
+      if (!any_left) return -1;
+      if (best >= 0) {
+        Conv& v = convs_[static_cast<size_t>(best)];
+        if (v.next_turn == 0) v.ready = w_.conversations[static_cast<size_t>(best)].arrival_seconds;
+        v.in_flight = true;
+        return best;
+      }
+      cv_.wait(lock);
+    }
+  }
+
+  void InterleavedUser() {
+    for (int index; (index = Next()) >= 0;) {
+      const WorkloadConversation& c = w_.conversations[static_cast<size_t>(index)];
+      Conv& v = convs_[static_cast<size_t>(index)];  // in flight: this thread's alone
+      const int n_turns = static_cast<int>(c.turns.size());
+      const int t = v.next_turn;
+      bool end = false;
+      if (t == 0) {
+        auto client = driver_.Open(c);
+        if (!client.ok()) {
+          Abort(client.status());
+          return;
+        }
+        v.client = std::move(*client);
+      }
+      const double start = Seconds();
+      absl::StatusOr<TurnRecord> rec = v.client->Turn(t);
+      const double end_s = Seconds();
+      if (!rec.ok()) {
+        Abort(rec.status());
+        end = true;
+      } else {
+        rec->conversation = index;
+        rec->turn = t;
+        rec->start_seconds = start;
+        rec->end_seconds = end_s;
+        end = !rec->error.empty() || t + 1 == n_turns;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          records_.push_back(std::move(*rec));
+        }
+        Advance(end ? n_turns - t : 1);  // a failed turn skips the rest
+      }
+      if (end) {
+        if (absl::Status st = v.client->End(); !st.ok()) Abort(st);
+        v.client.reset();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        v.in_flight = false;
+        v.done = end;
+        if (!end) {
+          v.next_turn = t + 1;
+          v.ready += (end_s - start) + c.turns[static_cast<size_t>(t + 1)].think_seconds;
+        }
+      }
+      cv_.notify_all();
+    }
+  }
+
+  // ---- one conversation at a time ----
+
   void PlayConversation(int index, const WorkloadConversation& c) {
     const int64_t n_turns = static_cast<int64_t>(c.turns.size());
     auto client = driver_.Open(c);
@@ -275,6 +384,8 @@ class Run {
   const int64_t total_turns_;
   std::vector<int> order_;  // conversation indices in the order users take them
   std::atomic<size_t> next_{0};
+  std::vector<Conv> convs_;  // interleaved: one per conversation; guarded by mu_ except a
+                             // conversation's client while it is in flight
   Clock::time_point t0_;
 
   std::mutex mu_;

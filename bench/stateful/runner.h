@@ -55,6 +55,8 @@ struct EngineDriverOptions {
   // conversation plus one max_batch_tokens step), the host budget the same again, and the
   // rest spills to `state_dir` (a temporary directory when empty, removed at the end).
   double spill_device_fraction = 0.25;
+  int concurrency = 1;  // kSpill: the device budget holds at least this many of the
+                        // longest conversation (the turns in flight at once)
   std::string state_dir;
   // Called with each successful turn's reply text, from the conversation's thread (tests
   // compare the modes' replies). Empty: none.
@@ -96,11 +98,22 @@ absl::StatusOr<std::unique_ptr<Driver>> MakeHttpDriver(const HttpDriverOptions& 
 
 // ---- the runner ------------------------------------------------------------------------
 
+// Three ways to play a workload:
+//   interleaved (the default: closed loop with think_scale 0): every conversation is open
+//     from its first turn to its last, as on a real server where many users think while a
+//     few are served. Time is virtual: a conversation's turn is ready at its arrival (the
+//     first) or at its previous turn's virtual end (ready time + measured latency) plus the
+//     think time; `concurrency` users repeatedly take the ready turn with the earliest
+//     virtual time among the conversations not in flight. No pauses are slept, yet the
+//     sessions' state lives (and spills) across other conversations' turns as it would.
+//   closed loop with think_scale > 0: each user plays whole conversations one after another,
+//     sleeping the scaled think times.
+//   open loop: conversations start at their (scaled) arrival times.
 struct RunOptions {
-  int concurrency = 4;        // simulated users (closed loop: each plays whole conversations)
+  int concurrency = 4;        // simulated users: turns in flight at once
   bool open_loop = false;     // conversations start at their arrival times instead
-  double think_scale = 0.0;   // multiplies the workload's think times (0: no pauses; the cost
-                              // model prices think time analytically either way)
+  double think_scale = 0.0;   // multiplies the workload's think times (0: interleaved, no
+                              // pauses; the cost model prices think time either way)
   double sample_interval_seconds = 0.1;  // tier occupancy sampling
   bool progress = true;       // a progress bar on stderr (only when stderr is a terminal;
                               // otherwise one line per 10 %)

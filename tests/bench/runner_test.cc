@@ -168,12 +168,39 @@ TEST(RunnerTest, StatusErrorAbortsTheRun) {
   s.status_error_conversation = 0;
   s.status_error_turn = 1;
   ScriptedDriver d(s);
-  auto run = RunWorkload(d, NumberedWorkload(4, 3), {.concurrency = 1, .progress = false});
+  // One conversation at a time (think_scale > 0; the workload's think times are 0).
+  auto run = RunWorkload(d, NumberedWorkload(4, 3),
+                         {.concurrency = 1, .think_scale = 1.0, .progress = false});
   ASSERT_FALSE(run.ok());
   EXPECT_EQ(run.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(run.status().message().find("scripted failure"), absl::string_view::npos);
   EXPECT_EQ(s.opened, 1);  // one user: nothing after conversation 0 starts
   EXPECT_EQ(s.ended, 1);   // End is still called
+
+  // Interleaved: every conversation is open at once; all that were opened are ended.
+  Script s2;
+  s2.status_error_conversation = 0;
+  s2.status_error_turn = 1;
+  ScriptedDriver d2(s2);
+  auto run2 = RunWorkload(d2, NumberedWorkload(4, 3), {.concurrency = 1, .progress = false});
+  ASSERT_FALSE(run2.ok());
+  EXPECT_EQ(run2.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(s2.opened, 4);  // every first turn is ready at time 0, before turn 1 of any
+  EXPECT_EQ(s2.ended, s2.opened);
+}
+
+// Interleaved order: with one user, turns follow the virtual clock, so every conversation's
+// first turn (all arriving at 0) comes before any second turn.
+TEST(RunnerTest, InterleavedPlaysReadyTurnsFirst) {
+  Script s;
+  ScriptedDriver d(s);
+  auto run = RunWorkload(d, NumberedWorkload(3, 2), {.concurrency = 1, .progress = false});
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->turns.size(), 6u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(run->turns[i].turn, 0) << i;
+  for (size_t i = 3; i < 6; ++i) EXPECT_EQ(run->turns[i].turn, 1) << i;
+  EXPECT_EQ(s.opened, 3);
+  EXPECT_EQ(s.ended, 3);
 }
 
 // ---- the engine and HTTP drivers -------------------------------------------------------

@@ -325,6 +325,7 @@ absl::StatusOr<std::unique_ptr<bench::Driver>> MakeDriver(const Settings& s,
   o.engine.threads = static_cast<int>(s.threads);
   o.engine.max_batch_tokens = static_cast<int>(s.max_batch_tokens);
   o.spill_device_fraction = s.spill_fraction;
+  o.concurrency = static_cast<int>(s.concurrency);
   return bench::MakeEngineDriver(model, w, o);
 }
 
