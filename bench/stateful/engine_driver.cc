@@ -87,8 +87,8 @@ absl::StatusOr<SpillBudget> SizeSpill(const engine::Model& model, const Workload
   // The floor: `concurrency` of the longest conversation (the turns in flight at once must
   // fit together), one full step of prefill chunks, and a partial block for each of a few
   // other sequences.
-  const int64_t floor_tokens = std::max(1, opts.concurrency) * longest +
-                               opts.engine.max_batch_tokens + 4 * block_tokens;
+  const int64_t floor_tokens =
+      std::max(1, opts.concurrency) * longest + opts.engine.max_batch_tokens + 4 * block_tokens;
   const int64_t tokens =
       std::max(static_cast<int64_t>(fraction * static_cast<double>(total)), floor_tokens);
   const int64_t bytes = RoundUp(tokens, block_tokens) * KvBytesPerToken(model);

@@ -557,9 +557,9 @@ absl::StatusOr<std::unique_ptr<Driver>> MakeHttpDriver(const HttpDriverOptions& 
       const Json* data = j.is_object() && j.contains("data") ? &j["data"] : nullptr;
       if (res->status != 200 || data == nullptr || !data->is_array() || data->empty() ||
           !(*data)[0].is_object() || !(*data)[0].contains("id") || !(*data)[0]["id"].is_string()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "GET ", opts.base_url, "/v1/models (HTTP ", res->status,
-            ") lists no model; name the served model (--served-model)"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("GET ", opts.base_url, "/v1/models (HTTP ", res->status,
+                         ") lists no model; name the served model (--served-model)"));
       }
       o.model = (*data)[0]["id"].get<std::string>();
     }

@@ -28,14 +28,14 @@ Quantiles Summarize(const std::vector<double>& v);
 
 // What the cost model needs of one mode, derived from its run.
 struct ModeCost {
-  double compute_cost = 0;         // busy seconds * compute_per_hour / 3600
-  double measured_memory_cost = 0; // tier byte-seconds integrated over the samples, priced
+  double compute_cost = 0;          // busy seconds * compute_per_hour / 3600
+  double measured_memory_cost = 0;  // tier byte-seconds integrated over the samples, priced
   // Holding the conversations' state through the workload's think times (the stateful modes;
   // 0 for the stateless ones): sum over turns but the last of (KV bytes of the context after
   // the turn) * (think seconds before the next turn), split over the tiers in the proportions
   // the run's samples show (all device when there are no samples), priced.
   double think_memory_cost = 0;
-  double total = 0;                // compute + measured memory + think memory
+  double total = 0;  // compute + measured memory + think memory
   double per_1000_conversations = 0;
   double per_million_generated_tokens = 0;
   // For the break-even: averages per turn after the first.
@@ -48,16 +48,16 @@ struct ModeSummary {
   BenchMode mode = BenchMode::kStateless;
   std::string driver;
   int64_t turns_ok = 0, turns_failed = 0;
-  Quantiles ttft_seconds;                      // every successful turn
-  std::vector<Quantiles> ttft_by_turn;         // index = turn index
-  Quantiles token_seconds;                     // per-token latency after the first token:
-                                               // (end - first token) / (generated - 1),
-                                               // turns with >= 2 tokens
-  double requests_per_second = 0;              // turns / wall
+  Quantiles ttft_seconds;               // every successful turn
+  std::vector<Quantiles> ttft_by_turn;  // index = turn index
+  Quantiles token_seconds;              // per-token latency after the first token:
+                                        // (end - first token) / (generated - 1),
+                                        // turns with >= 2 tokens
+  double requests_per_second = 0;       // turns / wall
   double generated_tokens_per_second = 0;
   int64_t prompt_tokens = 0, cached_tokens = 0, computed_tokens = 0;  // from the turns
   int64_t generated_tokens = 0;
-  std::vector<int64_t> computed_by_turn;       // prefill tokens computed, summed per turn index
+  std::vector<int64_t> computed_by_turn;  // prefill tokens computed, summed per turn index
   ServerCounters counters;
   int64_t peak_device_bytes = 0, peak_host_bytes = 0, peak_disk_bytes = 0;
   double busy_seconds = 0;  // counters.busy_seconds, or wall_seconds when unknown

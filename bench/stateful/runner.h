@@ -110,14 +110,14 @@ absl::StatusOr<std::unique_ptr<Driver>> MakeHttpDriver(const HttpDriverOptions& 
 //     sleeping the scaled think times.
 //   open loop: conversations start at their (scaled) arrival times.
 struct RunOptions {
-  int concurrency = 4;        // simulated users: turns in flight at once
-  bool open_loop = false;     // conversations start at their arrival times instead
-  double think_scale = 0.0;   // multiplies the workload's think times (0: interleaved, no
-                              // pauses; the cost model prices think time either way)
+  int concurrency = 4;       // simulated users: turns in flight at once
+  bool open_loop = false;    // conversations start at their arrival times instead
+  double think_scale = 0.0;  // multiplies the workload's think times (0: interleaved, no
+                             // pauses; the cost model prices think time either way)
   double sample_interval_seconds = 0.1;  // tier occupancy sampling
-  bool progress = true;       // a progress bar on stderr (only when stderr is a terminal;
-                              // otherwise one line per 10 %)
-  std::string label;          // shown in the progress bar (e.g. the mode)
+  bool progress = true;  // a progress bar on stderr (only when stderr is a terminal;
+                         // otherwise one line per 10 %)
+  std::string label;     // shown in the progress bar (e.g. the mode)
 };
 
 // Plays every conversation of `w` through `driver` and returns the mode's record

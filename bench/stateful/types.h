@@ -22,11 +22,11 @@ struct WorkloadTurn {
 };
 
 struct WorkloadConversation {
-  std::string id;              // unique in the workload, e.g. "chat-0003"
-  std::string kind;            // "chat" | "agent"
-  std::string system;          // the system prompt ("": none)
-  bool shared_system = false;  // `system` is the workload's shared prompt
-  double arrival_seconds = 0;  // open-loop arrival of its first turn, from the run's start
+  std::string id;                   // unique in the workload, e.g. "chat-0003"
+  std::string kind;                 // "chat" | "agent"
+  std::string system;               // the system prompt ("": none)
+  bool shared_system = false;       // `system` is the workload's shared prompt
+  double arrival_seconds = 0;       // open-loop arrival of its first turn, from the run's start
   std::vector<WorkloadTurn> turns;  // at least one
 };
 
@@ -49,10 +49,14 @@ inline constexpr BenchMode kAllModes[] = {BenchMode::kStateless, BenchMode::kPre
 
 inline std::string_view ModeName(BenchMode m) {
   switch (m) {
-    case BenchMode::kStateless: return "stateless";
-    case BenchMode::kPrefix: return "prefix";
-    case BenchMode::kStateful: return "stateful";
-    case BenchMode::kSpill: return "spill";
+    case BenchMode::kStateless:
+      return "stateless";
+    case BenchMode::kPrefix:
+      return "prefix";
+    case BenchMode::kStateful:
+      return "stateful";
+    case BenchMode::kSpill:
+      return "spill";
   }
   return "?";
 }
@@ -68,11 +72,11 @@ inline std::optional<BenchMode> ParseMode(std::string_view name) {
 
 // One turn as the client saw it. Times are seconds from the start of the mode's run.
 struct TurnRecord {
-  int conversation = 0;  // index into Workload::conversations
-  int turn = 0;          // index into its turns (the "turn index" of the report)
-  double start_seconds = 0;  // request sent
-  double ttft_seconds = 0;   // from the request to the first generated token
-  double end_seconds = 0;    // the last token arrived
+  int conversation = 0;          // index into Workload::conversations
+  int turn = 0;                  // index into its turns (the "turn index" of the report)
+  double start_seconds = 0;      // request sent
+  double ttft_seconds = 0;       // from the request to the first generated token
+  double end_seconds = 0;        // the last token arrived
   int64_t prompt_tokens = 0;     // tokens the turn fed to the model (usage.prompt_tokens)
   int64_t cached_tokens = 0;     // of those, reused (usage...cached_tokens)
   int64_t generated_tokens = 0;  // usage.completion_tokens
@@ -107,11 +111,11 @@ struct ModeRun {
   // (/v1/sessions), "http-responses" (/v1/responses with previous_response_id).
   std::string driver;
   double wall_seconds = 0;
-  ServerCounters counters;            // over the whole run (end minus start)
-  std::vector<TurnRecord> turns;      // every turn of every conversation, in completion order
-  std::vector<TierSample> samples;    // tier occupancy over time (empty where unknown)
-  int64_t kv_bytes_per_token = 0;     // one token's KV, all layers (0: unknown)
-  int64_t device_budget_bytes = 0;    // the run's configured budgets (0: none / unknown)
+  ServerCounters counters;          // over the whole run (end minus start)
+  std::vector<TurnRecord> turns;    // every turn of every conversation, in completion order
+  std::vector<TierSample> samples;  // tier occupancy over time (empty where unknown)
+  int64_t kv_bytes_per_token = 0;   // one token's KV, all layers (0: unknown)
+  int64_t device_budget_bytes = 0;  // the run's configured budgets (0: none / unknown)
   int64_t host_budget_bytes = 0;
 };
 
@@ -119,10 +123,10 @@ struct ModeRun {
 
 // Prices (any currency; the report prints them). Defaults are stated in docs/benchmarks.md.
 struct CostInputs {
-  double compute_per_hour = 2.0;       // the serving machine's compute, per busy hour
-  double device_gb_hour = 0.025;       // accelerator (device-tier) memory, per GB-hour
-  double host_gb_hour = 0.005;         // host memory, per GB-hour
-  double disk_gb_hour = 0.0001;        // local SSD, per GB-hour
+  double compute_per_hour = 2.0;  // the serving machine's compute, per busy hour
+  double device_gb_hour = 0.025;  // accelerator (device-tier) memory, per GB-hour
+  double host_gb_hour = 0.005;    // host memory, per GB-hour
+  double disk_gb_hour = 0.0001;   // local SSD, per GB-hour
 };
 
 }  // namespace mnemo::bench

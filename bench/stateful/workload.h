@@ -39,23 +39,23 @@ double DrawLogNormal(const LogNormal& d, std::mt19937_64& rng);
 
 struct ChatOptions {
   int conversations = 16;
-  LogNormal turns{3.5, 8, 1, 16};                // turns per conversation
-  LogNormal user_tokens{80, 400, 8, 1024};       // per user message
-  LogNormal reply_tokens{180, 500, 8, 1024};     // per reply
-  LogNormal think_seconds{20, 90, 2, 600};       // between a reply and the next message
-  double shared_system_fraction = 0.5;  // conversations that use the shared system prompt
-  int shared_system_tokens = 400;       // its length
-  int own_system_tokens = 40;           // the others' (unique per conversation) prompt length
-  double arrival_rate = 0.5;            // open-loop arrivals per second (Poisson)
+  LogNormal turns{3.5, 8, 1, 16};             // turns per conversation
+  LogNormal user_tokens{80, 400, 8, 1024};    // per user message
+  LogNormal reply_tokens{180, 500, 8, 1024};  // per reply
+  LogNormal think_seconds{20, 90, 2, 600};    // between a reply and the next message
+  double shared_system_fraction = 0.5;        // conversations that use the shared system prompt
+  int shared_system_tokens = 400;             // its length
+  int own_system_tokens = 40;                 // the others' (unique per conversation) prompt length
+  double arrival_rate = 0.5;                  // open-loop arrivals per second (Poisson)
 };
 
 struct AgentOptions {
   int conversations = 8;
-  LogNormal steps{10, 16, 2, 40};                 // tool calls per run
-  int task_tokens = 120;                          // the first user message (the task)
-  LogNormal tool_tokens{600, 1500, 200, 2000};    // each tool output
-  LogNormal reply_tokens{40, 90, 8, 256};         // the model's brief reply / next call
-  LogNormal think_seconds{1, 4, 0.1, 30};         // the tool's run time
+  LogNormal steps{10, 16, 2, 40};               // tool calls per run
+  int task_tokens = 120;                        // the first user message (the task)
+  LogNormal tool_tokens{600, 1500, 200, 2000};  // each tool output
+  LogNormal reply_tokens{40, 90, 8, 256};       // the model's brief reply / next call
+  LogNormal think_seconds{1, 4, 0.1, 30};       // the tool's run time
   double shared_system_fraction = 1.0;
   int shared_system_tokens = 600;
   int own_system_tokens = 40;

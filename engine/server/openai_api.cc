@@ -102,8 +102,8 @@ void RejectUnsupportedCompletionFields(FieldReader& f) {
   if (auto echo = f.Bool("echo"); echo && *echo) NotSupported(f, "echo", "echo: true is");
   if (f.Raw("top_k") != nullptr) NotSupported(f, "top_k", "is");
   f.OnlyKnown({"model", "prompt", "suffix", "echo", "best_of", "temperature", "top_p", "seed",
-               "stop", "max_tokens", "ignore_eos", "presence_penalty", "frequency_penalty", "logit_bias",
-               "logprobs", "n", "stream", "stream_options", "user"});
+               "stop", "max_tokens", "ignore_eos", "presence_penalty", "frequency_penalty",
+               "logit_bias", "logprobs", "n", "stream", "stream_options", "user"});
 }
 
 // Token ids in [0, vocab); false after recording an error.

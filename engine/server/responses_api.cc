@@ -149,7 +149,8 @@ void ReadMetadata(FieldReader& f, Json& out) {
 std::optional<ResponseRequest> ReadRequest(FieldReader& f) {
   ResponseRequest r;
   f.OnlyKnown({"model", "input", "instructions", "previous_response_id", "store", "stream",
-               "max_output_tokens", "ignore_eos", "temperature", "top_p", "metadata", "truncation", "user"});
+               "max_output_tokens", "ignore_eos", "temperature", "top_p", "metadata", "truncation",
+               "user"});
   auto model = f.String("model");
   if (f.ok() && !model) f.Fail("model", "is required");
   if (model) r.model = *model;

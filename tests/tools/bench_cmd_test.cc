@@ -51,9 +51,25 @@ const json* FindMode(const json& result, const std::string& name) {
 
 // 3 conversations of 3 turns, user messages of 24 tokens, replies of 4.
 std::vector<std::string> SmallRun(const std::string& model, const std::string& out) {
-  return {"multiturn",       model, "--out",          out,  "--conversations", "3", "--turns",
-          "3",               "--user-tokens",         "24", "--reply-tokens",  "4", "--concurrency",
-          "2",               "--threads",             "1",  "--quiet",         "--seed", "5"};
+  return {"multiturn",
+          model,
+          "--out",
+          out,
+          "--conversations",
+          "3",
+          "--turns",
+          "3",
+          "--user-tokens",
+          "24",
+          "--reply-tokens",
+          "4",
+          "--concurrency",
+          "2",
+          "--threads",
+          "1",
+          "--quiet",
+          "--seed",
+          "5"};
 }
 
 TEST(BenchCmd, MultiturnWritesEveryOutputAndStatefulComputesLess) {
@@ -65,8 +81,8 @@ TEST(BenchCmd, MultiturnWritesEveryOutputAndStatefulComputesLess) {
   for (const char* f : {"workload.jsonl", "result.json", "result.csv", "report.md"}) {
     EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
   }
-  for (const char* png : {"ttft_by_turn.png", "prefill_tokens.png", "tier_occupancy.png",
-                          "cost.png"}) {
+  for (const char* png :
+       {"ttft_by_turn.png", "prefill_tokens.png", "tier_occupancy.png", "cost.png"}) {
     EXPECT_EQ(ReadFile(out + "/" + png).substr(0, 8), "\x89PNG\r\n\x1a\n") << png;
   }
 
@@ -107,8 +123,8 @@ TEST(BenchCmd, MultiturnWritesEveryOutputAndStatefulComputesLess) {
   // The saved workload replays: the same conversations, so the same token counts.
   const std::string again = mnemo::testing::MakeTempDir() + "/again";
   const CommandResult r2 =
-      Bench({"multiturn", model, "--out", again, "--workload", out + "/workload.jsonl",
-             "--modes", "stateful", "--threads", "1", "--quiet", "--no-plots"});
+      Bench({"multiturn", model, "--out", again, "--workload", out + "/workload.jsonl", "--modes",
+             "stateful", "--threads", "1", "--quiet", "--no-plots"});
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
   EXPECT_EQ(ReadFile(again + "/workload.jsonl"), ReadFile(out + "/workload.jsonl"));
   const json replay = json::parse(ReadFile(again + "/result.json"));
@@ -120,10 +136,11 @@ TEST(BenchCmd, MultiturnWritesEveryOutputAndStatefulComputesLess) {
 TEST(BenchCmd, AgentWorkloadGrowsTheContext) {
   const std::string model = TestModel();
   const std::string out = mnemo::testing::MakeTempDir() + "/agent";
-  const CommandResult r =
-      Bench({"multiturn", model, "--out", out, "--workload", "agent", "--conversations", "2",
-             "--turns", "2", "--user-tokens", "40", "--reply-tokens", "3", "--modes",
-             "stateless,stateful", "--threads", "1", "--quiet", "--no-plots"});
+  const CommandResult r = Bench({"multiturn",      model,   "--out",           out,
+                                 "--workload",     "agent", "--conversations", "2",
+                                 "--turns",        "2",     "--user-tokens",   "40",
+                                 "--reply-tokens", "3",     "--modes",         "stateless,stateful",
+                                 "--threads",      "1",     "--quiet",         "--no-plots"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json result = json::parse(ReadFile(out + "/result.json"));
   const json* stateless = FindMode(result, "stateless");
@@ -194,7 +211,8 @@ TEST(BenchCmd, BadFlagsAndFilesAreClearErrors) {
       {{"multiturn", model, "--out", out, "--modes", "stateful,bogus"}, 2, "'bogus'"},
       {{"multiturn", model, "--out", out, "--modes", "stateful,stateful"}, 2, "given twice"},
       {{"multiturn", model, "--out", out, "--target", "http://127.0.0.1:1", "--modes", "prefix"},
-       2, "server configuration"},
+       2,
+       "server configuration"},
       {{"multiturn", model, "--out", out, "--concurrency", "0"}, 2, "--concurrency"},
       {{"multiturn", model, "--out", out, "--stateful-api", "grpc"}, 2, "--stateful-api"},
       {{"multiturn", model, "--out", out, "--workload", bad_jsonl}, 1, "line 1"},
@@ -207,9 +225,8 @@ TEST(BenchCmd, BadFlagsAndFilesAreClearErrors) {
     EXPECT_THAT(r.err, HasSubstr(c.message));
   }
   // A closed port is named.
-  const CommandResult r =
-      Bench({"multiturn", model, "--out", out, "--target", "http://127.0.0.1:1", "--conversations",
-             "1", "--turns", "1", "--quiet", "--no-plots"});
+  const CommandResult r = Bench({"multiturn", model, "--out", out, "--target", "http://127.0.0.1:1",
+                                 "--conversations", "1", "--turns", "1", "--quiet", "--no-plots"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1"));
 }

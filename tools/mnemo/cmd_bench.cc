@@ -63,40 +63,42 @@ const CommandSpec& MultiturnSpec() {
           "model. MODEL is the model file (its tokenizer cuts the text to token counts; it\n"
           "is served in-process unless --target is given). Writes DIR/workload.jsonl,\n"
           "result.json, result.csv, report.md and the PNG plots (docs/benchmarks.md).",
-      .flags =
-          {{"out", true, "DIR", "the output directory (required)"},
-           {"workload", true, "W", "chat (default), agent, or a saved FILE.jsonl"},
-           {"conversations", true, "N", "conversations to generate (default 16 chat, 8 agent)"},
-           {"turns", true, "T", "turns per chat conversation / tool steps per agent run "
-                                "(default: drawn, mean 3.5 for chat)"},
-           {"user-tokens", true, "N", "every user message exactly N tokens (default: drawn)"},
-           {"reply-tokens", true, "N", "every reply exactly N tokens (default: drawn)"},
-           {"concurrency", true, "C", "simulated users (default 4)"},
-           {"open-loop", false, "", "start conversations at their arrival times"},
-           {"think-scale", true, "X",
-            "multiply the think times by X while running (default 0: no pauses; the cost "
-            "model prices think time either way)"},
-           {"modes", true, "LIST",
-            "comma-separated: stateless,prefix,stateful,spill (default all; with --target: "
-            "stateless,stateful)"},
-           {"target", true, "URL", "drive an OpenAI-compatible server instead of the engine"},
-           {"stateful-api", true, "API", "with --target: sessions (default) or responses"},
-           {"api-key", true, "KEY", "with --target: the bearer token"},
-           {"served-model", true, "NAME",
-            "with --target: the request's model (default: the server's first /v1/models id)"},
-           {"seed", true, "S", "workload seed (default 1)"},
-           {"text", true, "PATH", "user text (default /usr/share/common-licenses/GPL-3)"},
-           {"tool-text", true, "PATH", "agent tool-output text (default /usr/include/stdlib.h)"},
-           {"threads", true, "N", "engine threads, 0 = all (default 0)"},
-           {"max-batch-tokens", true, "N", "tokens per engine step (default 512)"},
-           {"spill-fraction", true, "F",
-            "spill mode: device budget as a fraction of the workload's resident KV (0.25)"},
-           {"price-compute", true, "P", "cost model: compute per busy hour (default 2.0)"},
-           {"price-device", true, "P", "cost model: device memory per GB-hour (0.025)"},
-           {"price-host", true, "P", "cost model: host memory per GB-hour (0.005)"},
-           {"price-disk", true, "P", "cost model: disk per GB-hour (0.0001)"},
-           {"no-plots", false, "", "skip the PNG plots"},
-           {"quiet", false, "", "no progress bar"}},
+      .flags = {{"out", true, "DIR", "the output directory (required)"},
+                {"workload", true, "W", "chat (default), agent, or a saved FILE.jsonl"},
+                {"conversations", true, "N",
+                 "conversations to generate (default 16 chat, 8 agent)"},
+                {"turns", true, "T",
+                 "turns per chat conversation / tool steps per agent run "
+                 "(default: drawn, mean 3.5 for chat)"},
+                {"user-tokens", true, "N", "every user message exactly N tokens (default: drawn)"},
+                {"reply-tokens", true, "N", "every reply exactly N tokens (default: drawn)"},
+                {"concurrency", true, "C", "simulated users (default 4)"},
+                {"open-loop", false, "", "start conversations at their arrival times"},
+                {"think-scale", true, "X",
+                 "multiply the think times by X while running (default 0: no pauses; the cost "
+                 "model prices think time either way)"},
+                {"modes", true, "LIST",
+                 "comma-separated: stateless,prefix,stateful,spill (default all; with --target: "
+                 "stateless,stateful)"},
+                {"target", true, "URL", "drive an OpenAI-compatible server instead of the engine"},
+                {"stateful-api", true, "API", "with --target: sessions (default) or responses"},
+                {"api-key", true, "KEY", "with --target: the bearer token"},
+                {"served-model", true, "NAME",
+                 "with --target: the request's model (default: the server's first /v1/models id)"},
+                {"seed", true, "S", "workload seed (default 1)"},
+                {"text", true, "PATH", "user text (default /usr/share/common-licenses/GPL-3)"},
+                {"tool-text", true, "PATH",
+                 "agent tool-output text (default /usr/include/stdlib.h)"},
+                {"threads", true, "N", "engine threads, 0 = all (default 0)"},
+                {"max-batch-tokens", true, "N", "tokens per engine step (default 512)"},
+                {"spill-fraction", true, "F",
+                 "spill mode: device budget as a fraction of the workload's resident KV (0.25)"},
+                {"price-compute", true, "P", "cost model: compute per busy hour (default 2.0)"},
+                {"price-device", true, "P", "cost model: device memory per GB-hour (0.025)"},
+                {"price-host", true, "P", "cost model: host memory per GB-hour (0.005)"},
+                {"price-disk", true, "P", "cost model: disk per GB-hour (0.0001)"},
+                {"no-plots", false, "", "skip the PNG plots"},
+                {"quiet", false, "", "no progress bar"}},
       .min_positionals = 1,
       .max_positionals = 1,
   };
@@ -214,14 +216,13 @@ absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
     int64_t* v;
     int64_t lo, hi;
   };
-  for (const IntFlag& f : {IntFlag{"conversations", &s.conversations, 1, 100000},
-                           IntFlag{"turns", &s.turns, 1, 1000},
-                           IntFlag{"user-tokens", &s.user_tokens, 1, 1000000},
-                           IntFlag{"reply-tokens", &s.reply_tokens, 1, 1000000},
-                           IntFlag{"concurrency", &s.concurrency, 1, 4096},
-                           IntFlag{"seed", &s.seed, 0, INT64_MAX},
-                           IntFlag{"threads", &s.threads, 0, 4096},
-                           IntFlag{"max-batch-tokens", &s.max_batch_tokens, 1, 1 << 20}}) {
+  for (const IntFlag& f :
+       {IntFlag{"conversations", &s.conversations, 1, 100000}, IntFlag{"turns", &s.turns, 1, 1000},
+        IntFlag{"user-tokens", &s.user_tokens, 1, 1000000},
+        IntFlag{"reply-tokens", &s.reply_tokens, 1, 1000000},
+        IntFlag{"concurrency", &s.concurrency, 1, 4096}, IntFlag{"seed", &s.seed, 0, INT64_MAX},
+        IntFlag{"threads", &s.threads, 0, 4096},
+        IntFlag{"max-batch-tokens", &s.max_batch_tokens, 1, 1 << 20}}) {
     if (!p.Has(f.name)) continue;
     absl::StatusOr<int64_t> v = p.GetInt(f.name, *f.v);
     if (!v.ok()) return v.status();
@@ -252,9 +253,8 @@ absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
     *f.v = *v;
   }
 
-  const std::string modes =
-      p.Get("modes").value_or(s.target.empty() ? "stateless,prefix,stateful,spill"
-                                               : "stateless,stateful");
+  const std::string modes = p.Get("modes").value_or(
+      s.target.empty() ? "stateless,prefix,stateful,spill" : "stateless,stateful");
   const std::vector<std::string> names = absl::StrSplit(modes, ',', absl::SkipEmpty());
   for (const std::string& name : names) {
     std::optional<BenchMode> m = bench::ParseMode(name);
@@ -264,7 +264,8 @@ absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
     }
     if (!s.target.empty() && (*m == BenchMode::kPrefix || *m == BenchMode::kSpill)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--modes: '", name, "' is a server configuration; with --target only stateless and "
+          "--modes: '", name,
+          "' is a server configuration; with --target only stateless and "
           "stateful are driven (start the server with the prefix index or small budgets)"));
     }
     for (BenchMode seen : s.modes) {
@@ -278,8 +279,7 @@ absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
   return s;
 }
 
-absl::StatusOr<bench::Workload> MakeWorkload(const Settings& s,
-                                             const engine::Tokenizer& tokenizer,
+absl::StatusOr<bench::Workload> MakeWorkload(const Settings& s, const engine::Tokenizer& tokenizer,
                                              json* text_used) {
   if (s.workload != "chat" && s.workload != "agent") {
     return bench::ReadWorkloadFile(s.workload);
@@ -315,7 +315,7 @@ absl::StatusOr<std::unique_ptr<bench::Driver>> MakeDriver(const Settings& s,
     o.base_url = s.target;
     o.api_key = s.api_key;
     o.model = s.served_model;
-    o.api = mode == BenchMode::kStateless ? bench::HttpApi::kChat
+    o.api = mode == BenchMode::kStateless   ? bench::HttpApi::kChat
             : s.stateful_api == "responses" ? bench::HttpApi::kResponses
                                             : bench::HttpApi::kSessions;
     return bench::MakeHttpDriver(o);
@@ -353,8 +353,7 @@ int RunMultiturn(const std::vector<std::string>& args) {
   json text_used = json::object();
   absl::StatusOr<bench::Workload> workload = MakeWorkload(s, **tokenizer, &text_used);
   if (!workload.ok()) return Fail(AsStd(workload.status().message()));
-  if (absl::Status st = bench::WriteWorkloadFile(*workload, s.out + "/workload.jsonl");
-      !st.ok()) {
+  if (absl::Status st = bench::WriteWorkloadFile(*workload, s.out + "/workload.jsonl"); !st.ok()) {
     return Fail(AsStd(st.message()));
   }
   result.workload = std::move(*workload);
@@ -380,8 +379,10 @@ int RunMultiturn(const std::vector<std::string>& args) {
       {"spill_fraction", s.spill_fraction},
       {"target", s.target.empty() ? json(nullptr) : json(s.target)},
       {"stateful_api", s.target.empty() ? json(nullptr) : json(s.stateful_api)},
-      {"machine", {{"cpu", CpuModel()}, {"hardware_threads", std::thread::hardware_concurrency()},
-                   {"load_average_start", LoadAverage()}}},
+      {"machine",
+       {{"cpu", CpuModel()},
+        {"hardware_threads", std::thread::hardware_concurrency()},
+        {"load_average_start", LoadAverage()}}},
   };
   result.config.update(text_used);
 
@@ -471,8 +472,7 @@ int RunBench(const std::vector<std::string>& args) {
     std::printf("%s", usage);
     return 0;
   }
-  return Fail(absl::StrCat("unknown benchmark '", args[0], "' (expected multiturn or kernels)"),
-              2);
+  return Fail(absl::StrCat("unknown benchmark '", args[0], "' (expected multiturn or kernels)"), 2);
 }
 
 }  // namespace mnemo::cli
