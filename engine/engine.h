@@ -263,6 +263,8 @@ struct ShutdownReport {
 };
 
 struct EngineStats {
+  int64_t block_bytes = 0;   // one KV block (all layers, K and V) on the device tier
+  int64_t block_tokens = 0;  // tokens per block
   int64_t blocks_total = 0;
   int64_t blocks_free = 0;    // allocatable now (free + cached)
   int64_t blocks_cached = 0;  // refcount 0, findable in the prefix index

@@ -395,6 +395,8 @@ EngineStats Engine::Stats() {
   Impl& m = *impl_;
   return m.Call([&]() {
     EngineStats s = m.stats;
+    s.block_bytes = m.pool->block_bytes();
+    s.block_tokens = m.opts.block_tokens;
     s.blocks_total = m.pool->num_total();
     s.blocks_free = m.pool->num_free();
     s.blocks_cached = m.pool->num_cached();

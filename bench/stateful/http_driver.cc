@@ -34,11 +34,6 @@ namespace {
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// mnemo serve's tokens per KV block (EngineOptions::block_tokens; serve does not change it).
-constexpr int64_t kServeBlockTokens = 16;
-constexpr char kProbePrompt[] =
-    "A probe session of mnemo bench multiturn, to learn how many bytes one KV block holds.";
-
 double Since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -426,9 +421,14 @@ class HttpDriver : public Driver {
 
   // Learns the block size (mnemo only) and takes the counters' starting values.
   void Start() {
-    std::optional<Metrics> m = ReadMetrics();
-    if (m && m->count("mnemo_device_blocks_in_use") > 0) ProbeBlockBytes();
     start_ = ReadMetrics();
+    if (!start_) return;
+    auto get = [&](const char* name) {
+      auto it = start_->find(name);
+      return it == start_->end() ? int64_t{0} : static_cast<int64_t>(it->second);
+    };
+    block_bytes_ = get("mnemo_device_block_bytes");
+    block_tokens_ = get("mnemo_device_block_tokens");
   }
 
   std::string name() const override {
@@ -469,7 +469,11 @@ class HttpDriver : public Driver {
     out.spills_to_disk = count("mnemo_spills_to_disk_total");
     out.restores_from_host = count("mnemo_restores_from_host_total");
     out.restores_from_disk = count("mnemo_restores_from_disk_total");
-    return out;  // bytes moved: /metrics does not say
+    out.bytes_to_host = count("mnemo_bytes_to_host_total");
+    out.bytes_from_host = count("mnemo_bytes_from_host_total");
+    out.bytes_to_disk = count("mnemo_bytes_to_disk_total");
+    out.bytes_from_disk = count("mnemo_bytes_from_disk_total");
+    return out;
   }
 
   std::optional<TierSample> Tiers() override {
@@ -485,7 +489,9 @@ class HttpDriver : public Driver {
                       .disk_bytes = get("mnemo_disk_bytes_used")};
   }
 
-  int64_t kv_bytes_per_token() const override { return block_bytes_ / kServeBlockTokens; }
+  int64_t kv_bytes_per_token() const override {
+    return block_tokens_ > 0 ? block_bytes_ / block_tokens_ : 0;
+  }
 
  private:
   // mnemo's metrics (unlabelled samples only), or nullopt when /metrics is absent or not
@@ -512,27 +518,12 @@ class HttpDriver : public Driver {
     return m;
   }
 
-  void ProbeBlockBytes() {
-    std::lock_guard<std::mutex> lock(mu_);
-    const Json body = {{"system_prompt", kProbePrompt}};
-    httplib::Result res = metrics_cli_->Post((conn_.base.prefix + "/v1/sessions").c_str(),
-                                             body.dump(), "application/json");
-    if (!res || res->status < 200 || res->status >= 300) return;
-    const Json j = Json::parse(res->body, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("id") || !j["id"].is_string()) return;
-    const int64_t tokens = IntAt(j, {"kv_tokens"});
-    const int64_t bytes = IntAt(j, {"bytes", "device"});
-    const int64_t blocks = (tokens + kServeBlockTokens - 1) / kServeBlockTokens;
-    if (blocks > 0 && bytes > 0 && bytes % blocks == 0) block_bytes_ = bytes / blocks;
-    metrics_cli_->Delete(
-        (conn_.base.prefix + "/v1/sessions/" + j["id"].get<std::string>()).c_str());
-  }
-
   const HttpDriverOptions opts_;
   const Connection conn_;
   std::mutex mu_;                                 // serializes metrics_cli_
   std::unique_ptr<httplib::Client> metrics_cli_;  // guarded by mu_
-  int64_t block_bytes_ = 0;                       // 0: unknown (set by Start)
+  int64_t block_bytes_ = 0;   // from /metrics (set by Start); 0: unknown
+  int64_t block_tokens_ = 0;  // likewise
   std::optional<Metrics> start_;                  // set by Start
 };
 

@@ -167,7 +167,11 @@ void ModesSection(std::string& md, const BenchResult& r, const std::vector<std::
       [](const ModeSummary& s) { return Money(s.cost.per_1000_conversations); });
   Row(md, "cost per 1M generated tokens", ss,
       [](const ModeSummary& s) { return Money(s.cost.per_million_generated_tokens); });
-  md += "\n\"(wall)\": the server did not report its busy time; the run's wall time is used.\n\n";
+  if (std::any_of(r.summaries.begin(), r.summaries.end(),
+                  [](const ModeSummary& s) { return s.busy_is_wall; })) {
+    md += "\n\"(wall)\": the server did not report its busy time; the run's wall time is used.\n";
+  }
+  md += "\n";
 }
 
 void TtftByTurnSection(std::string& md, const BenchResult& r,

@@ -122,6 +122,18 @@ std::string Metrics::Render(const engine::EngineStats& st, int64_t in_flight, bo
         static_cast<double>(st.host_bytes_used));
   Gauge(out, "mnemo_disk_bytes_used", "Bytes of blocks in the state directory.",
         static_cast<double>(st.disk_bytes_used));
+  Gauge(out, "mnemo_device_block_bytes", "Bytes of one KV block (all layers, K and V).",
+        static_cast<double>(st.block_bytes));
+  Gauge(out, "mnemo_device_block_tokens", "Tokens per KV block.",
+        static_cast<double>(st.block_tokens));
+  Gauge(out, "mnemo_bytes_to_host_total", "KV bytes copied device -> host.",
+        static_cast<double>(st.bytes_to_host), "counter");
+  Gauge(out, "mnemo_bytes_from_host_total", "KV bytes copied host -> device.",
+        static_cast<double>(st.bytes_from_host), "counter");
+  Gauge(out, "mnemo_bytes_to_disk_total", "KV bytes written to the state directory.",
+        static_cast<double>(st.bytes_to_disk), "counter");
+  Gauge(out, "mnemo_bytes_from_disk_total", "KV bytes read back from the state directory.",
+        static_cast<double>(st.bytes_from_disk), "counter");
   Gauge(out, "mnemo_spills_to_host_total", "Sessions moved device -> host.",
         static_cast<double>(st.spills_to_host), "counter");
   Gauge(out, "mnemo_spills_to_disk_total", "Sessions moved to the disk tier.",

@@ -451,8 +451,9 @@ TEST(RunnerHttpTest, ChatSessionsAndResponsesAgainstMnemoServe) {
       EXPECT_GE(c.tokens_computed, t.computed + t.fed_back);  // and system prompts at creation
     }
     EXPECT_EQ(c.spills_to_host, 0);
-    EXPECT_EQ(c.bytes_to_host, -1);  // /metrics does not count bytes moved
-    // The probe learned the block's bytes: the samples are in bytes.
+    EXPECT_EQ(c.bytes_to_host, 0);  // /metrics counts bytes moved: none here
+    EXPECT_EQ(c.bytes_from_disk, 0);
+    // /metrics gave the block's bytes: the samples are in bytes.
     EXPECT_EQ(run->kv_bytes_per_token, server->engine->block_bytes() / 16);
     ASSERT_FALSE(run->samples.empty());
     for (const TierSample& s : run->samples) {

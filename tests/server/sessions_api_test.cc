@@ -303,6 +303,16 @@ TEST(SessionsApiTest, TiersFlushExportAndImport) {
   EXPECT_EQ(d["bytes"]["device"], 0);
   EXPECT_GT(d["bytes"]["disk"].get<int64_t>(), 0);
   EXPECT_EQ(d["durability"], "none");
+  // /metrics counts the bytes moved, and says how large a block is.
+  const std::string metrics = t->Get("/metrics")->body;
+  auto metric = [&](const std::string& name) {
+    const size_t at = metrics.find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::stod(metrics.substr(at + name.size() + 2));
+  };
+  EXPECT_GT(metric("mnemo_bytes_to_disk_total"), 0.0);
+  EXPECT_EQ(metric("mnemo_bytes_from_disk_total"), 0.0);
+  EXPECT_EQ(metric("mnemo_device_block_bytes"), static_cast<double>(t->engine->block_bytes()));
+  EXPECT_EQ(metric("mnemo_device_block_tokens"), 16.0);
 
   auto pre = t->Post("/v1/sessions/" + id + "/prefetch", Json::object());
   ASSERT_TRUE(pre);
