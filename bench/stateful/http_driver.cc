@@ -522,8 +522,8 @@ class HttpDriver : public Driver {
   const Connection conn_;
   std::mutex mu_;                                 // serializes metrics_cli_
   std::unique_ptr<httplib::Client> metrics_cli_;  // guarded by mu_
-  int64_t block_bytes_ = 0;   // from /metrics (set by Start); 0: unknown
-  int64_t block_tokens_ = 0;  // likewise
+  int64_t block_bytes_ = 0;                       // from /metrics (set by Start); 0: unknown
+  int64_t block_tokens_ = 0;                      // likewise
   std::optional<Metrics> start_;                  // set by Start
 };
 
