@@ -285,13 +285,13 @@ class HttpConversation : public ConversationClient {
       case HttpApi::kChat: {
         Json messages = history_;
         messages.push_back(user);
-        const Json body = {{"model", opts_.model},
-                           {"messages", messages},
-                           {"max_tokens", turn.reply_tokens},
-                           {"temperature", 0},
-                           {"stream", true},
-                           {"stream_options", {{"include_usage", true}}},
-                           {"ignore_eos", true}};
+        Json body = {{"model", opts_.model},
+                     {"messages", messages},
+                     {"max_tokens", turn.reply_tokens},
+                     {"temperature", 0},
+                     {"stream", true},
+                     {"stream_options", {{"include_usage", true}}}};
+        if (opts_.ignore_eos) body["ignore_eos"] = true;
         auto r = PostStream(conn_, *cli_, "/v1/chat/completions", body, ChatEvent);
         if (!r.ok()) return r.status();
         rec = ChatRecord(*r);
@@ -302,12 +302,12 @@ class HttpConversation : public ConversationClient {
         break;
       }
       case HttpApi::kSessions: {
-        const Json body = {{"messages", Json::array({user})},
-                           {"max_tokens", turn.reply_tokens},
-                           {"temperature", 0},
-                           {"stream", true},
-                           {"stream_options", {{"include_usage", true}}},
-                           {"ignore_eos", true}};
+        Json body = {{"messages", Json::array({user})},
+                     {"max_tokens", turn.reply_tokens},
+                     {"temperature", 0},
+                     {"stream", true},
+                     {"stream_options", {{"include_usage", true}}}};
+        if (opts_.ignore_eos) body["ignore_eos"] = true;
         auto r = PostStream(conn_, *cli_, absl::StrCat("/v1/sessions/", session_, "/messages"),
                             body, ChatEvent);
         if (!r.ok()) return r.status();
@@ -344,9 +344,12 @@ class HttpConversation : public ConversationClient {
 
  private:
   absl::StatusOr<TurnRecord> ResponsesTurn(const WorkloadTurn& turn) {
-    Json body = {
-        {"model", opts_.model}, {"input", turn.user}, {"max_output_tokens", turn.reply_tokens},
-        {"temperature", 0},     {"stream", true},     {"ignore_eos", true}};
+    Json body = {{"model", opts_.model},
+                 {"input", turn.user},
+                 {"max_output_tokens", turn.reply_tokens},
+                 {"temperature", 0},
+                 {"stream", true}};
+    if (opts_.ignore_eos) body["ignore_eos"] = true;
     // mnemo appends `instructions` as a new system message on a continuation: send it once.
     if (responses_.empty()) {
       if (!c_.system.empty()) body["instructions"] = c_.system;

@@ -85,6 +85,10 @@ struct HttpDriverOptions {
   std::string model;     // the request's "model" field ("": the first id of GET /v1/models)
   HttpApi api = HttpApi::kChat;
   double timeout_seconds = 600;
+  // Send "ignore_eos": true so that every reply has its workload length (vLLM and mnemo take
+  // it); off for servers that refuse unknown fields (replies may then end early: the records'
+  // generated_tokens show it).
+  bool ignore_eos = true;
 };
 
 // kChat: POST /v1/chat/completions with the whole history, streamed, with

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -488,6 +489,61 @@ TEST(RunnerHttpTest, UnreachableServerNamesTheUrl) {
   auto bad = MakeHttpDriver({.base_url = "localhost:8080"});
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mnemo::bench
+
+namespace mnemo::bench {
+namespace {
+
+// A server that, like some OpenAI-compatible ones, refuses fields it does not know: the
+// driver must leave "ignore_eos" out when told to (a fault injected by a minimal server).
+TEST(RunnerHttpTest, IgnoreEosCanBeLeftOutForStrictServers) {
+  httplib::Server strict;
+  strict.Get("/v1/models", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"object": "list", "data": [{"id": "strict"}]})", "application/json");
+  });
+  strict.Post("/v1/chat/completions", [](const httplib::Request& req, httplib::Response& res) {
+    const nlohmann::json body = nlohmann::json::parse(req.body);
+    if (body.contains("ignore_eos") || body["model"] != "strict") {
+      res.status = 400;
+      res.set_content(R"({"error": {"message": "Unrecognized request argument: ignore_eos"}})",
+                      "application/json");
+      return;
+    }
+    res.set_content(
+        "data: {\"choices\": [{\"index\": 0, \"delta\": {\"content\": \"Hi\"}}]}\n\n"
+        "data: {\"choices\": [], \"usage\": {\"prompt_tokens\": 7, \"completion_tokens\": 1}}\n\n"
+        "data: [DONE]\n\n",
+        "text/event-stream");
+  });
+  const int port = strict.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  // Bound and listening: connections wait in the backlog until the thread accepts them.
+  std::thread serving([&] { strict.listen_after_bind(); });
+
+  Workload w;
+  w.conversations.push_back(
+      {.id = "c", .kind = "chat", .turns = {{.user = "hi", .reply_tokens = 1}}});
+  for (bool ignore_eos : {true, false}) {
+    HttpDriverOptions o{.base_url = "http://127.0.0.1:" + std::to_string(port)};
+    o.ignore_eos = ignore_eos;
+    auto driver = MakeHttpDriver(o);
+    ASSERT_TRUE(driver.ok()) << driver.status();
+    auto run = RunWorkload(**driver, w, {.concurrency = 1, .progress = false});
+    ASSERT_TRUE(run.ok()) << run.status();
+    ASSERT_EQ(run->turns.size(), 1u);
+    if (ignore_eos) {
+      EXPECT_NE(run->turns[0].error.find("400"), std::string::npos) << run->turns[0].error;
+    } else {
+      EXPECT_EQ(run->turns[0].error, "");
+      EXPECT_EQ(run->turns[0].prompt_tokens, 7);
+      EXPECT_EQ(run->turns[0].generated_tokens, 1);
+    }
+  }
+  strict.stop();
+  serving.join();
 }
 
 }  // namespace

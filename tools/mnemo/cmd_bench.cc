@@ -83,6 +83,8 @@ const CommandSpec& MultiturnSpec() {
                 {"target", true, "URL", "drive an OpenAI-compatible server instead of the engine"},
                 {"stateful-api", true, "API", "with --target: sessions (default) or responses"},
                 {"api-key", true, "KEY", "with --target: the bearer token"},
+                {"no-ignore-eos", false, "",
+                 "with --target: do not send ignore_eos (for servers that refuse unknown fields)"},
                 {"served-model", true, "NAME",
                  "with --target: the request's model (default: the server's first /v1/models id)"},
                 {"seed", true, "S", "workload seed (default 1)"},
@@ -186,7 +188,7 @@ struct Settings {
   int64_t conversations = -1, turns = -1, user_tokens = -1, reply_tokens = -1;
   int64_t concurrency = 4, seed = 1, threads = 0, max_batch_tokens = 512;
   double think_scale = 0, spill_fraction = 0.25;
-  bool open_loop = false, plots = true, quiet = false;
+  bool open_loop = false, plots = true, quiet = false, ignore_eos = true;
   std::vector<BenchMode> modes;
   bench::CostInputs prices;
 };
@@ -208,6 +210,7 @@ absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
   s.text = p.Get("text").value_or("/usr/share/common-licenses/GPL-3");
   s.tool_text = p.Get("tool-text").value_or("/usr/include/stdlib.h");
   s.open_loop = p.Has("open-loop");
+  s.ignore_eos = !p.Has("no-ignore-eos");
   s.plots = !p.Has("no-plots");
   s.quiet = p.Has("quiet");
 
@@ -315,6 +318,7 @@ absl::StatusOr<std::unique_ptr<bench::Driver>> MakeDriver(const Settings& s,
     o.base_url = s.target;
     o.api_key = s.api_key;
     o.model = s.served_model;
+    o.ignore_eos = s.ignore_eos;
     o.api = mode == BenchMode::kStateless   ? bench::HttpApi::kChat
             : s.stateful_api == "responses" ? bench::HttpApi::kResponses
                                             : bench::HttpApi::kSessions;
