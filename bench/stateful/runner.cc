@@ -151,7 +151,11 @@ class Run {
     std::vector<std::thread> threads;
     threads.reserve(static_cast<size_t>(users));
     const bool interleave = !opts_.open_loop && opts_.think_scale <= 0;
-    if (interleave) convs_.resize(w_.conversations.size());
+    if (interleave) {
+      convs_.resize(w_.conversations.size());
+      for (size_t i = 0; i < convs_.size(); ++i)
+        convs_[i].ready = w_.conversations[i].arrival_seconds;
+    }
     for (int i = 0; i < users; ++i) {
       threads.emplace_back([this, interleave] { interleave ? InterleavedUser() : User(); });
     }
@@ -253,7 +257,7 @@ class Run {
   struct Conv {
     std::unique_ptr<ConversationClient> client;
     int next_turn = 0;
-    double ready = 0;  // virtual time at which next_turn may be sent
+    double ready = 0;  // virtual time at which next_turn may be sent (turn 0: the arrival)
     bool in_flight = false;
     bool done = false;
   };
@@ -272,18 +276,13 @@ class Run {
         if (v.done) continue;
         any_left = true;
         if (v.in_flight) continue;
-        const double ready = v.next_turn == 0 ? w_.conversations[i].arrival_seconds : v.ready;
-        if (best < 0 || ready < (convs_[static_cast<size_t>(best)].next_turn == 0
-                                     ? w_.conversations[static_cast<size_t>(best)].arrival_seconds
-                                     : convs_[static_cast<size_t>(best)].ready)) {
+        if (best < 0 || v.ready < convs_[static_cast<size_t>(best)].ready) {
           best = static_cast<int>(i);
         }
       }
       if (!any_left) return -1;
       if (best >= 0) {
-        Conv& v = convs_[static_cast<size_t>(best)];
-        if (v.next_turn == 0) v.ready = w_.conversations[static_cast<size_t>(best)].arrival_seconds;
-        v.in_flight = true;
+        convs_[static_cast<size_t>(best)].in_flight = true;
         return best;
       }
       cv_.wait(lock);
