@@ -69,6 +69,18 @@ def save(fig, path):
     fig.savefig(path, dpi=110)
 
 
+def finish_lines(plt, fig, ax, result, path, xlabel, ylabel, title):
+    """Labels, grid and legend of a one-line-per-mode plot; saves and closes it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if result["modes"]:
+        ax.legend()
+    save(fig, path)
+    plt.close(fig)
+
+
 def plot_ttft(plt, result, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for mode in result["modes"]:
@@ -77,14 +89,8 @@ def plot_ttft(plt, result, path):
         p50 = [number(q.get("p50")) * 1000 for q in by_turn]
         if turns:
             ax.plot(turns, p50, marker="o", markersize=3, label=mode["label"])
-    ax.set_xlabel("turn index")
-    ax.set_ylabel("TTFT p50 (ms)")
-    ax.set_title("Time to first token by turn")
-    ax.grid(True, alpha=0.3)
-    if result["modes"]:
-        ax.legend()
-    save(fig, path)
-    plt.close(fig)
+    finish_lines(plt, fig, ax, result, path, "turn index", "TTFT p50 (ms)",
+                 "Time to first token by turn")
 
 
 def plot_prefill(plt, result, path):
@@ -94,14 +100,8 @@ def plot_prefill(plt, result, path):
         if cumulative:
             ax.plot(range(len(cumulative)), cumulative, marker="o", markersize=3,
                     label=mode["label"])
-    ax.set_xlabel("turn index")
-    ax.set_ylabel("prefill tokens computed (cumulative)")
-    ax.set_title("Prefill work through the conversations")
-    ax.grid(True, alpha=0.3)
-    if result["modes"]:
-        ax.legend()
-    save(fig, path)
-    plt.close(fig)
+    finish_lines(plt, fig, ax, result, path, "turn index", "prefill tokens computed (cumulative)",
+                 "Prefill work through the conversations")
 
 
 def plot_tiers(plt, result, path):

@@ -100,16 +100,23 @@ std::string SharedSystem(const TextSource& text, uint64_t seed, uint64_t salt, i
 // Picks the conversation's system prompt: shared with probability `fraction` (one uniform
 // from the conversation's stream), else its own, `own_tokens` tokens of drawn text after
 // "<role> in conversation <id>. Background: ". Its id must be set.
-void DrawSystem(std::mt19937_64& rng, const TextSource& text, double fraction,
-                const std::string& shared, int own_tokens, const char* role,
-                WorkloadConversation* c) {
+// Conversation `index` of `kind` arriving at `arrival`, with its system prompt: `shared` with
+// probability `fraction`, else its own prompt of `own_tokens` tokens naming it.
+WorkloadConversation NewConversation(std::string_view kind, int index, double arrival,
+                                     std::mt19937_64& rng, const TextSource& text, double fraction,
+                                     const std::string& shared, int own_tokens, const char* role) {
+  WorkloadConversation c;
+  c.id = ConversationId(kind, index);
+  c.kind = std::string(kind);
+  c.arrival_seconds = arrival;
   if (Uniform01(rng) < fraction) {
-    c->system = shared;
-    c->shared_system = !shared.empty();
+    c.system = shared;
+    c.shared_system = !shared.empty();
   } else if (own_tokens > 0) {
-    c->system =
-        absl::StrCat(role, " in conversation ", c->id, kBackground, text.Draw(rng, own_tokens));
+    c.system =
+        absl::StrCat(role, " in conversation ", c.id, kBackground, text.Draw(rng, own_tokens));
   }
+  return c;
 }
 
 // ---- JSON lines ----
@@ -284,12 +291,9 @@ Workload MakeChatWorkload(const WorkloadText& text, uint64_t seed, const ChatOpt
       SharedSystem(user, seed, kChatSharedSalt, opts.shared_system_tokens, kChatRole);
   for (int i = 0; i < opts.conversations; ++i) {
     std::mt19937_64 rng = Stream(seed, kChatSalt, static_cast<uint64_t>(i));
-    WorkloadConversation c;
-    c.id = ConversationId("chat", i);
-    c.kind = "chat";
-    c.arrival_seconds = arrivals[static_cast<size_t>(i)];
-    DrawSystem(rng, user, opts.shared_system_fraction, shared, opts.own_system_tokens, kChatRole,
-               &c);
+    WorkloadConversation c =
+        NewConversation("chat", i, arrivals[static_cast<size_t>(i)], rng, user,
+                        opts.shared_system_fraction, shared, opts.own_system_tokens, kChatRole);
     const int turns = std::max(1, DrawInt(opts.turns, rng));
     for (int t = 0; t < turns; ++t) {
       WorkloadTurn turn;
@@ -314,12 +318,9 @@ Workload MakeAgentWorkload(const WorkloadText& text, uint64_t seed, const AgentO
       SharedSystem(user, seed, kAgentSharedSalt, opts.shared_system_tokens, kAgentRole);
   for (int i = 0; i < opts.conversations; ++i) {
     std::mt19937_64 rng = Stream(seed, kAgentSalt, static_cast<uint64_t>(i));
-    WorkloadConversation c;
-    c.id = ConversationId("agent", i);
-    c.kind = "agent";
-    c.arrival_seconds = arrivals[static_cast<size_t>(i)];
-    DrawSystem(rng, user, opts.shared_system_fraction, shared, opts.own_system_tokens, kAgentRole,
-               &c);
+    WorkloadConversation c =
+        NewConversation("agent", i, arrivals[static_cast<size_t>(i)], rng, user,
+                        opts.shared_system_fraction, shared, opts.own_system_tokens, kAgentRole);
     const int steps = DrawInt(opts.steps, rng);
     // Turn 0 is the task; turns 1..steps carry one tool output each.
     WorkloadTurn task;
