@@ -136,12 +136,15 @@ const bool kRegistered = [] {
       }
     }
   }
-  benchmark::RegisterBenchmark("BM_Kernels_MatMul/q8_0/49152x576/rows:1", BM_Kernels_MatMul,
-                               DType::kQ8_0, 49152, 576, 1, CpuIsa::kAvx512)
-      ->Unit(benchmark::kMicrosecond)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("BM_Kernels_MatMul/q8_0/49152x576/rows:16", BM_Kernels_MatMul,
-                               DType::kQ8_0, 49152, 576, 16, CpuIsa::kAvx512)
+  for (int64_t rows : {1, 2, 4, 16}) {
+    const std::string name = "BM_Kernels_MatMul/q8_0/49152x576/rows:" + std::to_string(rows);
+    benchmark::RegisterBenchmark(name.c_str(), BM_Kernels_MatMul, DType::kQ8_0, 49152, 576, rows,
+                                 CpuIsa::kAvx512)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("BM_Kernels_MatMul/q8_0/49152x576/rows:1/avx2", BM_Kernels_MatMul,
+                               DType::kQ8_0, 49152, 576, 1, CpuIsa::kAvx2)
       ->Unit(benchmark::kMicrosecond)
       ->UseRealTime();
   // The fallback paths, for comparison (the best path this processor has caps these).

@@ -387,7 +387,9 @@ struct QuantTile {
     }
     const int64_t blocks = job.k / 32;
     const int64_t steps = blocks / (kActGroupBlocks * W::kGroupsPerStep);
+    const TilePrefetch prefetch(wrow[0], C * job.w_row_bytes, steps);
     for (int64_t s = 0; s < steps; ++s) {
+      prefetch.Step(s);
       typename W::Step st[C];
 #pragma GCC unroll 8
       for (int c = 0; c < C; ++c) st[c] = W::Load(wrow[c], s);
