@@ -22,13 +22,13 @@
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                    \
-  do {                                                                                      \
-    const cudaError_t mnemo_err = (expr);                                                   \
-    if (mnemo_err != cudaSuccess) {                                                         \
-      std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(mnemo_err));              \
-      std::exit(1);                                                                         \
-    }                                                                                       \
+#define CHECK_CUDA(expr)                                                      \
+  do {                                                                        \
+    const cudaError_t mnemo_err = (expr);                                     \
+    if (mnemo_err != cudaSuccess) {                                           \
+      std::fprintf(stderr, "%s: %s\n", #expr, cudaGetErrorString(mnemo_err)); \
+      std::exit(1);                                                           \
+    }                                                                         \
   } while (0)
 
 // Each thread sums 16-byte words at a grid stride; one atomic per thread keeps the result
@@ -122,10 +122,9 @@ void BM_Cuda_GemmBf16(benchmark::State& state) {
   Timer timer;
   for (auto _ : state) {
     timer.Start(stream);
-    const cublasStatus_t st =
-        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b,
-                     CUDA_R_16BF, n, &beta, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
-                     CUBLAS_GEMM_DEFAULT);
+    const cublasStatus_t st = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a,
+                                           CUDA_R_16BF, n, b, CUDA_R_16BF, n, &beta, c, CUDA_R_32F,
+                                           n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) {
       state.SkipWithError("cublasGemmEx failed");
       break;

@@ -62,8 +62,8 @@ inline std::string CheckLaunch(const LaunchConfig& c, const ArchLimits& a, bool 
   }
   const int64_t shared_max = optin ? a.max_shared_optin_bytes : a.max_shared_default_bytes;
   if (c.shared_bytes < 0 || c.shared_bytes > shared_max) {
-    return "dynamic shared memory of " + str(c.shared_bytes) + " bytes exceeds " +
-           str(shared_max) + " on " + a.name;
+    return "dynamic shared memory of " + str(c.shared_bytes) + " bytes exceeds " + str(shared_max) +
+           " on " + a.name;
   }
   return "";
 }

@@ -1,8 +1,8 @@
 // CheckLaunch (kernels/cuda/launch.h): the host-side check every CUDA kernel's launch
 // configuration goes through in the CPU tests (no GPU needed).
-#include "kernels/cuda/launch.h"
-
 #include <gtest/gtest.h>
+
+#include "kernels/cuda/launch.h"
 
 namespace mnemo::kernels::cuda {
 namespace {
