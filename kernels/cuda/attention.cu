@@ -1,0 +1,313 @@
+// CUDA paged KV write and paged attention (decode and chunked prefill, GQA, sliding window).
+// The launch configurations and the split plan come from kernels/cuda/attention_launch.h;
+// the key ranges, KV addresses and softmax math from kernels/attention_math.h, shared with
+// the CPU code and its tests.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/attention.h"
+#include "kernels/attention_math.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_launch.h"
+#include "kernels/half.h"
+
+namespace mnemo::kernels {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kMaxPerLane = cuda::kAttnMaxHeadDim / kWarp;  // head_dim elements per lane
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kAttendThreads = cuda::kAttnWarpsPerBlock * kWarp;
+
+template <bool kF16>
+__device__ __forceinline__ float KvToF32(uint16_t x) {
+  return kF16 ? F16ToF32(x) : BF16ToF32(x);
+}
+
+template <bool kF16>
+__device__ __forceinline__ uint16_t F32ToKv(float x) {
+  return kF16 ? F32ToF16(x) : F32ToBF16(x);
+}
+
+// The sequence s with q_start[s] <= r < q_start[s + 1], or -1 when r is outside the batch.
+// Binary search keeping q_start[lo] <= r < q_start[hi]; empty sequences are skipped over.
+__device__ int SeqOfRow(const int32_t* q_start, int n_seqs, int64_t r) {
+  if (n_seqs <= 0 || r < q_start[0] || r >= q_start[n_seqs]) return -1;
+  int lo = 0;
+  int hi = n_seqs;
+  while (hi - lo > 1) {
+    const int mid = lo + (hi - lo) / 2;
+    if (q_start[mid] <= r) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+// Butterfly sum over the warp: every lane gets the same bits (each level adds two equal
+// partial sums in both orders, and f32 addition is commutative).
+__device__ __forceinline__ float WarpSum(float x) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    x += __shfl_xor_sync(kFullMask, x, offset);
+  }
+  return x;
+}
+
+// KV write: thread (row, k|v, element) converts one f32 element (layout in
+// attention_launch.h: KvWriteLaunch).
+template <bool kF16>
+__global__ void __launch_bounds__(cuda::kKvWriteThreads)
+    KvWriteKernel(const KvWriteParams p, int64_t chunks) {
+  const KvLayout& lay = p.kv.layout;
+  const int64_t r = blockIdx.x;
+  const int is_v = static_cast<int>(blockIdx.y / chunks);
+  const int64_t e = (blockIdx.y % chunks) * cuda::kKvWriteThreads + threadIdx.x;
+  if (e >= int64_t{lay.n_kv_heads} * lay.head_dim) return;
+  const int s = SeqOfRow(p.seqs.q_start, p.seqs.n_seqs, r);
+  if (s < 0) return;
+  const int64_t pos = p.seqs.positions[r];
+  const int32_t* table = p.seqs.block_table + p.seqs.table_start[s];
+  const int64_t n_blocks = p.seqs.table_start[s + 1] - p.seqs.table_start[s];
+  if (pos < 0 || pos / lay.block_tokens >= n_blocks) return;
+  const int64_t slot = table[pos / lay.block_tokens];
+  if (slot < 0 || slot >= p.kv.n_slots) return;
+  const int h = static_cast<int>(e / lay.head_dim);
+  const int d = static_cast<int>(e % lay.head_dim);
+  const float x = is_v ? p.v[r * p.ldv + e] : p.k[r * p.ldk + e];
+  auto* arena = reinterpret_cast<uint16_t*>(p.kv.base);
+  arena[KvRowIndex(lay, table, p.layer, is_v, h, pos) + d] = F32ToKv<kF16>(x);
+}
+
+// Attention: one warp per (row, head, split) item (numbering in attention_launch.h). Lane
+// `lane` owns the head_dim elements d = lane + 32 * i. For each key of the split in
+// ascending position: score = WarpSum(q . k) (q pre-scaled, as the CPU fast path does),
+// then OnlineSoftmaxStep and acc = acc * alpha + p * v. scratch == nullptr: the output is
+// written directly (one split); else the state (acc, m, l) goes to the scratch.
+template <bool kF16>
+__global__ void __launch_bounds__(kAttendThreads)
+    AttendKernel(const AttentionParams p, int64_t row0, int64_t rows, int64_t n_splits,
+                 float* __restrict__ scratch) {
+  const int lane = static_cast<int>(threadIdx.x % kWarp);
+  const int64_t item =
+      static_cast<int64_t>(blockIdx.x) * cuda::kAttnWarpsPerBlock + threadIdx.x / kWarp;
+  if (item >= rows * p.n_heads * n_splits) return;  // whole warps leave together
+  const int64_t z = item % n_splits;
+  const int h = static_cast<int>((item / n_splits) % p.n_heads);
+  const int64_t r = row0 + item / n_splits / p.n_heads;
+  const KvLayout& lay = p.kv.layout;
+  const int hd = lay.head_dim;
+  const int bt = lay.block_tokens;
+  const int g = h / (p.n_heads / lay.n_kv_heads);
+
+  float m = -INFINITY;
+  float l = 0.0f;
+  float acc[kMaxPerLane];
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) acc[i] = 0.0f;
+
+  const int s = SeqOfRow(p.seqs.q_start, p.seqs.n_seqs, r);
+  int64_t j0 = 0;
+  int64_t j1 = -1;
+  if (s >= 0) {
+    const int64_t pos = p.seqs.positions[r];
+    SplitKeyRange(AttnKeyLo(pos, p.sliding_window), AttnKeyHi(pos, p.seqs.kv_len[s]), z, n_splits,
+                  &j0, &j1);
+  }
+  if (j0 <= j1) {
+    float q[kMaxPerLane];
+    const float* qrow = p.q + r * p.ldq + int64_t{h} * hd;
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + kWarp * i;
+      q[i] = d < hd ? qrow[d] * p.scale : 0.0f;
+    }
+    const int32_t* table = p.seqs.block_table + p.seqs.table_start[s];
+    const int64_t n_blocks = p.seqs.table_start[s + 1] - p.seqs.table_start[s];
+    const auto* arena = reinterpret_cast<const uint16_t*>(p.kv.base);
+    for (int64_t b = j0 / bt; b <= j1 / bt; ++b) {
+      const int64_t slot = b < n_blocks ? table[b] : -1;
+      if (slot < 0 || slot >= p.kv.n_slots) {  // a broken table: make the result loudly wrong
+        m = l = NAN;
+#pragma unroll
+        for (int i = 0; i < kMaxPerLane; ++i) acc[i] = NAN;
+        break;
+      }
+      const uint16_t* k_tile = arena + KvTileIndex(lay, slot, p.layer, 0, g);
+      const uint16_t* v_tile = arena + KvTileIndex(lay, slot, p.layer, 1, g);
+      const int64_t b0 = b * bt;
+      const int t0 = static_cast<int>((j0 > b0 ? j0 : b0) - b0);
+      const int t1 = static_cast<int>((j1 < b0 + bt - 1 ? j1 : b0 + bt - 1) - b0);
+      for (int t = t0; t <= t1; ++t) {
+        const uint16_t* k = k_tile + int64_t{t} * hd;
+        const uint16_t* v = v_tile + int64_t{t} * hd;
+        float part = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kMaxPerLane; ++i) {
+          const int d = lane + kWarp * i;
+          if (d < hd) part += q[i] * KvToF32<kF16>(k[d]);
+        }
+        float alpha;
+        float w;
+        OnlineSoftmaxStep(WarpSum(part), &m, &l, &alpha, &w);
+#pragma unroll
+        for (int i = 0; i < kMaxPerLane; ++i) {
+          const int d = lane + kWarp * i;
+          if (d < hd) acc[i] = acc[i] * alpha + w * KvToF32<kF16>(v[d]);
+        }
+      }
+    }
+  }
+
+  if (scratch == nullptr) {
+    float* out = p.out + r * p.ldo + int64_t{h} * hd;
+#pragma unroll
+    for (int i = 0; i < kMaxPerLane; ++i) {
+      const int d = lane + kWarp * i;
+      if (d < hd) out[d] = SoftmaxOutput(acc[i], l);
+    }
+    return;
+  }
+  float* state = scratch + item * (int64_t{hd} + 2);  // items are numbered within the chunk
+#pragma unroll
+  for (int i = 0; i < kMaxPerLane; ++i) {
+    const int d = lane + kWarp * i;
+    if (d < hd) state[d] = acc[i];
+  }
+  if (lane == 0) {
+    state[hd] = m;
+    state[hd + 1] = l;
+  }
+}
+
+// Merge: block (row_local, head) combines the n_splits states of scratch[row_local][head]
+// in split order, skipping empty ones (m == -inf), and writes the output row.
+__global__ void __launch_bounds__(cuda::kAttnMergeThreads)
+    MergeKernel(const float* __restrict__ scratch, float* __restrict__ out, int64_t ldo,
+                int64_t row0, int n_heads, int hd, int64_t n_splits) {
+  const int64_t rh = blockIdx.x;
+  const int64_t r = row0 + rh / n_heads;
+  const int h = static_cast<int>(rh % n_heads);
+  const int64_t stride = int64_t{hd} + 2;
+  const float* states = scratch + rh * n_splits * stride;
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float m = -INFINITY;
+    float l = 0.0f;
+    float acc = 0.0f;
+    bool have = false;
+    for (int64_t z = 0; z < n_splits; ++z) {
+      const float* st = states + z * stride;
+      const float m_z = st[hd];
+      if (m_z == -INFINITY) continue;
+      if (!have) {
+        m = m_z;
+        l = st[hd + 1];
+        acc = st[d];
+        have = true;
+        continue;
+      }
+      float scale_a;
+      float scale_b;
+      MergeSoftmaxStates(&m, &l, m_z, st[hd + 1], &scale_a, &scale_b);
+      acc = acc * scale_a + st[d] * scale_b;
+    }
+    out[r * ldo + int64_t{h} * hd + d] = SoftmaxOutput(acc, l);
+  }
+}
+
+bool Aligned(const void* ptr, uintptr_t a) { return reinterpret_cast<uintptr_t>(ptr) % a == 0; }
+
+// The layout and layer checks both launchers share.
+bool ValidLayout(const KvArenaView& kv, int layer) {
+  const KvLayout& l = kv.layout;
+  return (l.dtype == DType::kF16 || l.dtype == DType::kBF16) && l.n_layers > 0 && layer >= 0 &&
+         layer < l.n_layers && l.n_kv_heads > 0 && l.head_dim > 0 && l.block_tokens > 0 &&
+         kv.n_slots > 0 && kv.base != nullptr && Aligned(kv.base, 2);
+}
+
+bool ValidSeqs(const BatchSeqs& s) {
+  return s.n_seqs >= 0 && s.q_start != nullptr && s.positions != nullptr &&
+         s.table_start != nullptr && s.block_table != nullptr;
+}
+
+dim3 ToDim3(const cuda::Dim3& d) {
+  return dim3(static_cast<unsigned>(d.x), static_cast<unsigned>(d.y), static_cast<unsigned>(d.z));
+}
+
+}  // namespace
+
+int CudaKvWrite(const KvWriteParams& p, int64_t total_rows, void* stream) {
+  if (total_rows < 0) return cudaErrorInvalidValue;
+  if (total_rows == 0) return cudaSuccess;
+  const KvLayout& l = p.kv.layout;
+  if (!ValidLayout(p.kv, p.layer) || !ValidSeqs(p.seqs)) return cudaErrorInvalidValue;
+  const int64_t width = int64_t{l.n_kv_heads} * l.head_dim;
+  if (p.k == nullptr || p.v == nullptr || p.ldk < width || p.ldv < width) {
+    return cudaErrorInvalidValue;
+  }
+  if (!Aligned(p.k, 4) || !Aligned(p.v, 4)) return cudaErrorInvalidValue;
+  const cuda::LaunchConfig c = cuda::KvWriteLaunch(total_rows, l.n_kv_heads, l.head_dim);
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int64_t chunks = cuda::KvWriteChunks(l.n_kv_heads, l.head_dim);
+  if (l.dtype == DType::kF16) {
+    KvWriteKernel<true><<<ToDim3(c.grid), ToDim3(c.block), 0, s>>>(p, chunks);
+  } else {
+    KvWriteKernel<false><<<ToDim3(c.grid), ToDim3(c.block), 0, s>>>(p, chunks);
+  }
+  return static_cast<int>(cudaGetLastError());
+}
+
+int CudaPagedAttention(const AttentionParams& p, int64_t total_rows, int64_t max_kv_len,
+                       void* scratch, int64_t scratch_bytes, void* stream) {
+  if (total_rows < 0 || max_kv_len < 0) return cudaErrorInvalidValue;
+  if (total_rows == 0) return cudaSuccess;
+  const KvLayout& l = p.kv.layout;
+  if (!ValidLayout(p.kv, p.layer) || !ValidSeqs(p.seqs) || p.seqs.kv_len == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  if (l.head_dim > cuda::kAttnMaxHeadDim || p.n_heads < 1 || p.n_heads % l.n_kv_heads != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t width = int64_t{p.n_heads} * l.head_dim;
+  if (p.q == nullptr || p.out == nullptr || p.ldq < width || p.ldo < width) {
+    return cudaErrorInvalidValue;
+  }
+  if (!Aligned(p.q, 4) || !Aligned(p.out, 4)) return cudaErrorInvalidValue;
+  const cuda::AttentionPlan plan =
+      cuda::PlanAttention(total_rows, p.n_heads, l.head_dim, max_kv_len, scratch_bytes);
+  float* states = nullptr;
+  if (plan.n_splits > 1) {
+    if (scratch == nullptr || scratch_bytes < 0 || !Aligned(scratch, 4)) {
+      return cudaErrorInvalidValue;
+    }
+    states = static_cast<float*>(scratch);
+  }
+  if (plan.rows_per_launch < 1) return cudaErrorInvalidValue;
+
+  const auto s = static_cast<cudaStream_t>(stream);
+  for (int64_t row0 = 0; row0 < total_rows; row0 += plan.rows_per_launch) {
+    const int64_t rows =
+        total_rows - row0 < plan.rows_per_launch ? total_rows - row0 : plan.rows_per_launch;
+    const cuda::LaunchConfig a = cuda::AttendLaunch(rows, p.n_heads, plan.n_splits);
+    if (l.dtype == DType::kF16) {
+      AttendKernel<true>
+          <<<ToDim3(a.grid), ToDim3(a.block), 0, s>>>(p, row0, rows, plan.n_splits, states);
+    } else {
+      AttendKernel<false>
+          <<<ToDim3(a.grid), ToDim3(a.block), 0, s>>>(p, row0, rows, plan.n_splits, states);
+    }
+    int err = static_cast<int>(cudaGetLastError());
+    if (err != cudaSuccess) return err;
+    if (states == nullptr) continue;
+    const cuda::LaunchConfig mc = cuda::MergeLaunch(rows, p.n_heads);
+    MergeKernel<<<ToDim3(mc.grid), ToDim3(mc.block), 0, s>>>(states, p.out, p.ldo, row0, p.n_heads,
+                                                             l.head_dim, plan.n_splits);
+    err = static_cast<int>(cudaGetLastError());
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
+}  // namespace mnemo::kernels
