@@ -13,6 +13,7 @@
 #include "kernels/dequant.h"
 #include "kernels/half.h"
 #include "kernels/ops.h"
+#include "kernels/ops_math.h"
 #include "tbb/blocked_range.h"
 #include "tbb/parallel_for.h"
 
@@ -24,15 +25,12 @@ void RmsNormScalar(const float* x, const float* w, float* y, int64_t cols, float
   float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int64_t c = 0; c < cols; ++c) part[c % 4] += x[c] * x[c];
   const float ss = (part[0] + part[1]) + (part[2] + part[3]);
-  const float scale = 1.0f / std::sqrt(ss / static_cast<float>(cols) + eps);
-  for (int64_t c = 0; c < cols; ++c) y[c] = x[c] * scale * w[c];
+  const float scale = RmsNormScale(ss, cols, eps);
+  for (int64_t c = 0; c < cols; ++c) y[c] = RmsNormApply(x[c], scale, w[c]);
 }
 
 void SwiGluScalar(const float* gate, const float* up, float* out, int64_t cols) {
-  for (int64_t c = 0; c < cols; ++c) {
-    const float g = gate[c];
-    out[c] = g * up[c] / (1.0f + std::exp(-g));
-  }
+  for (int64_t c = 0; c < cols; ++c) out[c] = SiluMul(gate[c], up[c]);
 }
 
 void SoftmaxScalar(float* x, int64_t cols) {
@@ -44,7 +42,7 @@ void SoftmaxScalar(float* x, int64_t cols) {
   }
   float sum = 0.0f;
   for (int64_t c = 0; c < cols; ++c) {
-    x[c] = std::exp(x[c] - max);
+    x[c] = SoftmaxExp(x[c], max);
     sum += x[c];
   }
   const float inv = 1.0f / sum;
@@ -57,14 +55,12 @@ void RopeScalar(float* x, int n_heads, int head_dim, int rotary_dims, bool neox,
   for (int h = 0; h < n_heads; ++h) {
     float* v = x + static_cast<int64_t>(h) * head_dim;
     for (int i = 0; i < half; ++i) {
-      const int a = neox ? i : 2 * i;
-      const int b = neox ? i + half : 2 * i + 1;
+      int a;
+      int b;
+      RopePairOffsets(neox, half, i, &a, &b);
       const float c = neox ? cc[i] : cc[2 * i];
       const float s = neox ? ss[i] : ss[2 * i + 1];
-      const float va = v[a];
-      const float vb = v[b];
-      v[a] = va * c - vb * s;
-      v[b] = va * s + vb * c;
+      RopeRotate(v[a], v[b], c, s, &v[a], &v[b]);
     }
   }
 }
@@ -158,9 +154,9 @@ void Rope(const RopeParams& p) {
     cc.resize(static_cast<size_t>(p.rotary_dims));
     ss.resize(static_cast<size_t>(p.rotary_dims));
     for (int i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(p.positions[r]) * static_cast<double>(p.theta[i]);
-      const float c = static_cast<float>(std::cos(angle) * p.mscale);
-      const float s = static_cast<float>(std::sin(angle) * p.mscale);
+      float c;
+      float s;
+      RopeCosSin(p.positions[r], p.theta[i], p.mscale, &c, &s);
       if (neox) {
         cc[i] = c;
         ss[i] = s;

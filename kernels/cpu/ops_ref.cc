@@ -9,6 +9,7 @@
 #include "kernels/cpu/ops_check.h"
 #include "kernels/dequant.h"
 #include "kernels/ops.h"
+#include "kernels/ops_math.h"
 
 namespace mnemo::kernels {
 
@@ -44,9 +45,9 @@ void RopeRef(const RopeParams& p) {
       const double angle = static_cast<double>(p.positions[r]) * static_cast<double>(p.theta[i]);
       const double c = std::cos(angle) * p.mscale;
       const double s = std::sin(angle) * p.mscale;
-      // normal: the pair is (2i, 2i + 1); neox: (i, i + rotary_dims / 2).
-      const int i0 = p.mode == RopeMode::kNormal ? 2 * i : i;
-      const int i1 = p.mode == RopeMode::kNormal ? 2 * i + 1 : i + half;
+      int i0;
+      int i1;
+      RopePairOffsets(p.mode == RopeMode::kNeox, half, i, &i0, &i1);
       for (int h = 0; h < p.n_heads; ++h) {
         float* v = p.x + r * p.ld + static_cast<int64_t>(h) * p.head_dim;
         const double a = v[i0];
