@@ -65,7 +65,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
   if (!tok.ok()) return tok.status();
   impl->tokenizer = std::move(*tok);
   impl->tmpl = ModelChatTemplate(*impl->tokenizer);
-  auto fwd = LlamaForward::Create(model, ForwardOptions{.threads = opts.threads});
+  auto fwd = CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
   if (!fwd.ok()) return fwd.status();
   impl->forward = std::move(*fwd);
   auto pool =
@@ -683,7 +683,7 @@ void Engine::Impl::Step() {
                        .table = &kv.table,
                        .logits = sample ? LogitRows::kLast : LogitRows::kNone});
   }
-  logits.resize(static_cast<size_t>(LlamaForward::LogitRowCount(entries)) *
+  logits.resize(static_cast<size_t>(LogitRowCount(entries)) *
                 static_cast<size_t>(vocab));
   const absl::Status st = forward->Forward(pool->view(), entries, logits.data());
   ++stats.steps;

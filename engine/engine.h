@@ -46,6 +46,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/forward/forward.h"
 #include "engine/model/chat_template.h"
 #include "engine/model/model.h"
 #include "engine/model/tokenizer.h"
@@ -88,6 +89,7 @@ struct Retention {
 };
 
 struct EngineOptions {
+  Device device;                                   // where the forward pass runs
   int threads = 0;                                 // kernel threads; 0: every hardware thread
   kernels::DType kv_dtype = kernels::DType::kF16;  // kF16 or kBF16
   int block_tokens = 16;

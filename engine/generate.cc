@@ -76,7 +76,7 @@ absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(const Model& model,
   auto tok = Tokenizer::Create(model.tokenizer_data());
   if (!tok.ok()) return tok.status();
   g->tokenizer_ = std::move(*tok);
-  auto fwd = LlamaForward::Create(model, ForwardOptions{.threads = opts.threads});
+  auto fwd = CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
   if (!fwd.ok()) return fwd.status();
   g->forward_ = std::move(*fwd);
   if (opts.kv_budget_bytes > 0) {
@@ -260,7 +260,7 @@ absl::StatusOr<std::vector<GenerateResult>> Generator::GenerateBatch(
 absl::Status Generator::Step(std::vector<Seq>& seqs, std::span<const size_t> which,
                              std::span<const SeqBatchEntry> entries, const TextCallback& on_text) {
   const int vocab = forward_->config().vocab_size;
-  logits_.resize(static_cast<size_t>(LlamaForward::LogitRowCount(entries) * vocab));
+  logits_.resize(static_cast<size_t>(LogitRowCount(entries) * vocab));
   if (absl::Status st = forward_->Forward(pool_->view(), entries, logits_.data()); !st.ok()) {
     return st;
   }

@@ -25,7 +25,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "engine/forward/llama_forward.h"
+#include "engine/forward/forward.h"
 #include "engine/model/chat_template.h"
 #include "engine/model/model.h"
 #include "engine/model/tokenizer.h"
@@ -40,6 +40,7 @@ class BlockPool;
 namespace mnemo::engine {
 
 struct GeneratorOptions {
+  Device device;                                   // where the forward pass runs
   int threads = 0;                                 // kernel threads; 0: every hardware thread
   kernels::DType kv_dtype = kernels::DType::kF16;  // kF16 or kBF16
   int block_tokens = 16;
@@ -106,7 +107,7 @@ class Generator {
       std::span<const GenerateRequest> requests, const TextCallback& on_text = nullptr);
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  LlamaForward& forward() { return *forward_; }
+  ForwardPass& forward() { return *forward_; }
   const GeneratorOptions& options() const { return opts_; }
 
  private:
@@ -120,7 +121,7 @@ class Generator {
   GeneratorOptions opts_;
   const Model* model_ = nullptr;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<LlamaForward> forward_;
+  std::unique_ptr<ForwardPass> forward_;
   std::unique_ptr<cache::BlockPool> pool_;
   std::vector<float> logits_;
 };

@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/forward/forward.h"
 #include "engine/forward/weights.h"
 #include "engine/model/model.h"
 #include "kernels/attention.h"
@@ -40,36 +41,7 @@ class BlockTable;
 
 namespace mnemo::engine {
 
-// Which of a sequence's new tokens get logits.
-enum class LogitRows : uint8_t {
-  kNone,  // prefill chunk that samples nothing
-  kLast,  // the last new token (a sampled position)
-  kAll,   // every new token (scoring a text, tests)
-};
-
-// One sequence of a step: `tokens` are appended at positions start_pos, start_pos + 1, ...
-// and attend to the sequence's positions [0, start_pos) already in its blocks.
-struct SeqBatchEntry {
-  std::span<const TokenId> tokens;
-  int32_t start_pos = 0;
-  // Must hold blocks for at least start_pos + tokens.size() tokens (reserve them first).
-  const cache::BlockTable* table = nullptr;
-  LogitRows logits = LogitRows::kLast;
-};
-
-struct ForwardOptions {
-  int threads = 0;  // oneTBB threads for the kernels; 0: every hardware thread
-  // Run the scalar reference twins of the ops (kernels/ops.h `<Op>Ref`: no 16-bit activation
-  // rounding, attention softmax in double; MatMulRef split over output rows across threads)
-  // instead of the fast ones.
-  // Slow; for validating the forward pass itself against an independent implementation.
-  bool reference_kernels = false;
-  // Multiply with the fused Q|K|V and gate|up copies where the weights allow it
-  // (WeightOptions::fuse). The same bits either way; off only to test that.
-  bool fuse_matrices = true;
-};
-
-class LlamaForward {
+class LlamaForward : public ForwardPass {
  public:
   // Prepares the weights of `model` (which must outlive the LlamaForward). InvalidArgument
   // naming the tensor for an unsupported weight dtype.
@@ -77,25 +49,14 @@ class LlamaForward {
                                                               const ForwardOptions& opts = {});
   ~LlamaForward();
 
-  const ModelConfig& config() const { return weights_->config(); }
+  const ModelConfig& config() const override { return weights_->config(); }
+  const Device& device() const override { return device_; }
   const ModelWeights& weights() const { return *weights_; }
   int threads() const { return threads_; }
 
-  // The KV block layout this model needs (kv_dtype: kF16 or kBF16).
-  kernels::KvLayout KvLayoutFor(kernels::DType kv_dtype, int block_tokens = 16) const;
-
-  // Rows of logits Forward() writes for `batch`.
-  static int64_t LogitRowCount(std::span<const SeqBatchEntry> batch);
-
-  // Runs one step. `kv` is the arena the tables' block ids index; its layout must equal
-  // KvLayoutFor(its dtype, its block_tokens). Writes the logits of the wanted rows, in batch
-  // order (a sequence's rows in position order), to logits[LogitRowCount(batch), vocab].
-  // Errors (nothing is written to the KV then):
-  //   InvalidArgument: empty batch or entry, a token id outside the vocabulary, a position
-  //     past the model's context length, a layout that does not match the model;
-  //   FailedPrecondition: a table without blocks for all of its entry's tokens.
+  // ForwardPass::Forward; the arena is host memory.
   absl::Status Forward(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch,
-                       float* logits);
+                       float* logits) override;
 
  private:
   struct Scratch;
@@ -103,11 +64,10 @@ class LlamaForward {
   static const Ops kFastOps;
   static const Ops kReferenceOps;
   LlamaForward() = default;
-  absl::Status Validate(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch) const;
-  void Plan(std::span<const SeqBatchEntry> batch);
   void RunLayers(const kernels::KvArenaView& kv, float* logits);
 
   std::unique_ptr<ModelWeights> weights_;
+  Device device_;
   int threads_ = 1;
   kernels::RopeTable rope_;
   std::unique_ptr<Scratch> scratch_;

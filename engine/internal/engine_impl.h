@@ -131,7 +131,7 @@ struct Engine::Impl {
   EngineOptions opts;
   std::unique_ptr<Tokenizer> tokenizer;
   ChatTemplate tmpl = ChatTemplate::FromFamily(ChatTemplateFamily::kUnknown, "", "");
-  std::unique_ptr<LlamaForward> forward;
+  std::unique_ptr<ForwardPass> forward;
   std::unique_ptr<BlockPool> pool;
   cache::BlockHash root;
   int vocab = 0;

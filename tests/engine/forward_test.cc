@@ -404,7 +404,7 @@ TEST(ForwardInvariance, BatchAndThreadsDoNotChangeLogits) {
                        .table = &tables[i],
                        .logits = LogitRows::kAll});
     }
-    std::vector<float> logits(static_cast<size_t>(LlamaForward::LogitRowCount(batch) * vocab));
+    std::vector<float> logits(static_cast<size_t>(LogitRowCount(batch) * vocab));
     ASSERT_TRUE(run->fwd->Forward(run->pool->view(), batch, logits.data()).ok());
     size_t row = 0;
     for (size_t j = 0; j < batch.size(); ++j) {

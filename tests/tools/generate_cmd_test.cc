@@ -121,8 +121,8 @@ TEST(MnemoGenerate, ErrorsAreOneLineAndNonZero) {
   const std::vector<Case> cases = {
       {{m}, 2, "--prompt"},
       {{m, "--prompt", ""}, 1, "empty prompt"},
-      {{m, "--prompt", "x", "--device", "cuda"}, 1, "--device cuda"},
-      {{m, "--prompt", "x", "--device", "cuda:1"}, 1, "cuda"},
+      {{m, "--prompt", "x", "--device", "cuda"}, 1, "device cuda:0: "},
+      {{m, "--prompt", "x", "--device", "cuda:1"}, 1, "device cuda:1: "},
       {{m, "--prompt", "x", "--device", "tpu"}, 2, "--device"},
       {{m, "--prompt", "x", "--max-tokens", "5000"}, 1, "context length"},
       {{m, "--prompt", "x", "--temperature", "-1"}, 1, "temperature"},

@@ -52,22 +52,6 @@ int Fail(std::string_view msg, int code = 1) {
   return code;
 }
 
-// Checks --device: "cpu" is served; "cuda" / "cuda:N" need the CUDA backend.
-absl::Status CheckDevice(const std::string& device) {
-  if (device == "cpu") return absl::OkStatus();
-  if (device == "cuda" || device.starts_with("cuda:")) {
-#ifdef MNEMO_HAVE_CUDA
-    return absl::UnimplementedError(absl::StrCat(
-        "--device ", device, ": the CUDA forward pass is not available yet; use --device cpu"));
-#else
-    return absl::UnimplementedError(absl::StrCat(
-        "--device ", device, ": this mnemo was built without the CUDA backend; use --device cpu"));
-#endif
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("--device: expected cpu, cuda or cuda:N, got '", device, "'"));
-}
-
 json TimingsJson(const engine::GenerateTimings& t) {
   return {{"prompt_tokens", t.prompt_tokens},
           {"prompt_seconds", t.prompt_seconds},
@@ -108,13 +92,13 @@ int RunGenerate(const std::vector<std::string>& args) {
   req.stop.max_tokens = static_cast<int>(*max_tokens);
   req.sampling = *sampling;
   req.sampling.top_logprobs = static_cast<int>(*top_logprobs);
-  if (absl::Status s = CheckDevice(parsed->Get("device").value_or("cpu")); !s.ok()) {
-    return Fail(AsStd(s.message()), absl::IsInvalidArgument(s) ? 2 : 1);
-  }
+  auto device = engine::Device::Parse(parsed->Get("device").value_or("cpu"));
+  if (!device.ok()) return Fail(absl::StrCat("--", device.status().message()), 2);
 
   auto model = engine::Model::Open(parsed->positionals()[0]);
   if (!model.ok()) return Fail(AsStd(model.status().message()));
-  auto gen = engine::Generator::Create(**model, {.threads = static_cast<int>(*threads)});
+  auto gen = engine::Generator::Create(**model,
+                                       {.device = *device, .threads = static_cast<int>(*threads)});
   if (!gen.ok()) return Fail(AsStd(gen.status().message()));
 
   const bool as_json = parsed->Has("json");
