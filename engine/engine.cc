@@ -65,7 +65,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
   if (!tok.ok()) return tok.status();
   impl->tokenizer = std::move(*tok);
   impl->tmpl = ModelChatTemplate(*impl->tokenizer);
-  auto fwd = CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
+  auto fwd =
+      CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
   if (!fwd.ok()) return fwd.status();
   impl->forward = std::move(*fwd);
   auto pool =
@@ -683,8 +684,7 @@ void Engine::Impl::Step() {
                        .table = &kv.table,
                        .logits = sample ? LogitRows::kLast : LogitRows::kNone});
   }
-  logits.resize(static_cast<size_t>(LogitRowCount(entries)) *
-                static_cast<size_t>(vocab));
+  logits.resize(static_cast<size_t>(LogitRowCount(entries)) * static_cast<size_t>(vocab));
   const absl::Status st = forward->Forward(pool->view(), entries, logits.data());
   ++stats.steps;
   std::vector<Seq*> done;

@@ -76,7 +76,8 @@ absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(const Model& model,
   auto tok = Tokenizer::Create(model.tokenizer_data());
   if (!tok.ok()) return tok.status();
   g->tokenizer_ = std::move(*tok);
-  auto fwd = CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
+  auto fwd =
+      CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
   if (!fwd.ok()) return fwd.status();
   g->forward_ = std::move(*fwd);
   if (opts.kv_budget_bytes > 0) {
