@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <new>
@@ -48,26 +49,49 @@ absl::StatusOr<std::unique_ptr<BlockPool>> BlockPool::Create(const BlockPoolOpti
       static_cast<int64_t>(std::min<uint64_t>(slots, std::numeric_limits<int32_t>::max()));
   // Rounded up to a whole number of 64-byte lines.
   const uint64_t bytes = (static_cast<uint64_t>(num_slots) * block_bytes + 63) / 64 * 64;
-  auto* arena = static_cast<uint8_t*>(::operator new(bytes, kArenaAlign, std::nothrow));
+  ArenaMemory* memory = options.memory != nullptr ? options.memory : &HostArenaMemory();
+  auto* arena = static_cast<uint8_t*>(memory->Allocate(bytes));
   if (arena == nullptr) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate a KV arena of ", bytes, " bytes"));
   }
-  return std::unique_ptr<BlockPool>(new BlockPool(l, block_bytes, num_slots, arena));
+  return std::unique_ptr<BlockPool>(new BlockPool(l, block_bytes, num_slots, memory, arena));
 }
 
 BlockPool::BlockPool(const kernels::KvLayout& layout, int64_t block_bytes, int64_t num_slots,
-                     uint8_t* arena)
+                     ArenaMemory* memory, uint8_t* arena)
     : layout_(layout),
       block_bytes_(block_bytes),
       num_slots_(num_slots),
+      memory_(memory),
       arena_(arena),
       slots_(static_cast<size_t>(num_slots)) {
   for (int64_t s = 0; s < num_slots; ++s) PushBack(free_list_, static_cast<int32_t>(s));
   num_plain_free_ = num_slots;
 }
 
-BlockPool::~BlockPool() { ::operator delete(arena_, kArenaAlign); }
+BlockPool::~BlockPool() { memory_->Free(arena_); }
+
+void BlockPool::CopyBlockData(BlockId dst, BlockId src) {
+  memory_->Copy(BlockData(dst), BlockData(src), static_cast<size_t>(block_bytes_));
+}
+
+namespace {
+
+class HostMemory final : public ArenaMemory {
+ public:
+  void* Allocate(size_t bytes) override { return ::operator new(bytes, kArenaAlign, std::nothrow); }
+  void Free(void* p) override { ::operator delete(p, kArenaAlign); }
+  void Copy(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
+  bool host_accessible() const override { return true; }
+};
+
+}  // namespace
+
+ArenaMemory& HostArenaMemory() {
+  static HostMemory memory;
+  return memory;
+}
 
 void BlockPool::CheckId(BlockId id) const {
   MNEMO_CHECK(id.value >= 0 && id.value < num_slots_)

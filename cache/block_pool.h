@@ -1,5 +1,6 @@
-// BlockPool: a fixed RAM arena of equal KV block slots (DESIGN.md 3), sized from a byte
-// budget, with per-slot reference counts and the prefix index (content hash -> slot).
+// BlockPool: a fixed arena (host RAM, or device memory through ArenaMemory) of equal KV block slots
+// (DESIGN.md 3), sized from a byte budget, with per-slot reference counts and the prefix index
+// (content hash -> slot).
 //
 //   arena (64-byte aligned):  [ slot 0 | slot 1 | ... | slot n-1 ]   each layout.block_bytes()
 //
@@ -39,6 +40,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "cache/arena_memory.h"
 #include "cache/block_hash.h"
 #include "kernels/attention.h"
 
@@ -55,6 +57,8 @@ struct BlockId {
 struct BlockPoolOptions {
   kernels::KvLayout layout;
   uint64_t budget_bytes = 0;  // the pool holds floor(budget_bytes / block_bytes) slots
+  // Where the arena lives (must outlive the pool); nullptr: host RAM (HostArenaMemory()).
+  ArenaMemory* memory = nullptr;
 };
 
 struct BlockPoolStats {
@@ -114,19 +118,24 @@ class BlockPool {
 
   // The arena as the kernels see it (slot s at base + s * block_bytes).
   kernels::KvArenaView view() const;
-  // The bytes of slot `id` (which must be a slot of this pool).
+  // The bytes of slot `id` (which must be a slot of this pool): a host pointer only when
+  // memory().host_accessible(); otherwise move bytes with memory().Copy.
   uint8_t* BlockData(BlockId id) const;
+  // Copies every byte of slot src to slot dst, through the arena's memory.
+  void CopyBlockData(BlockId dst, BlockId src);
+  ArenaMemory& memory() const { return *memory_; }
 
  private:
   BlockPool(const kernels::KvLayout& layout, int64_t block_bytes, int64_t num_slots,
-            uint8_t* arena);
+            ArenaMemory* memory, uint8_t* arena);
   void CheckId(BlockId id) const;
 
   // Constant after construction.
   const kernels::KvLayout layout_;
   const int64_t block_bytes_;
   const int64_t num_slots_;
-  uint8_t* const arena_;  // owned; 64-byte aligned, num_slots_ * block_bytes_ bytes
+  ArenaMemory* const memory_;
+  uint8_t* const arena_;  // owned (from memory_); 64-byte aligned, num_slots_ * block_bytes_ bytes
 
   struct Slot {
     int32_t refcount = 0;

@@ -13,10 +13,7 @@ namespace {
 // A private copy of `src` (all of its bytes), or nullopt when the pool has no slot left.
 std::optional<BlockId> CopyBlock(BlockPool& pool, BlockId src) {
   const std::optional<BlockId> copy = pool.Allocate();
-  if (copy) {
-    std::memcpy(pool.BlockData(*copy), pool.BlockData(src),
-                static_cast<size_t>(pool.block_bytes()));
-  }
+  if (copy) pool.CopyBlockData(*copy, src);
   return copy;
 }
 

@@ -83,7 +83,8 @@ absl::StatusOr<std::unique_ptr<Generator>> Generator::Create(const Model& model,
   if (opts.kv_budget_bytes > 0) {
     auto pool = cache::BlockPool::Create(
         {.layout = g->forward_->KvLayoutFor(opts.kv_dtype, opts.block_tokens),
-         .budget_bytes = opts.kv_budget_bytes});
+         .budget_bytes = opts.kv_budget_bytes,
+         .memory = g->forward_->kv_memory()});
     if (!pool.ok()) return pool.status();
     g->pool_ = std::move(*pool);
   }
@@ -115,10 +116,10 @@ absl::Status Generator::EnsurePool(int64_t blocks_needed) {
   if (pool_ != nullptr && pool_->num_total() >= blocks_needed) return absl::OkStatus();
   const kernels::KvLayout layout = forward_->KvLayoutFor(opts_.kv_dtype, opts_.block_tokens);
   pool_.reset();
-  auto pool =
-      cache::BlockPool::Create({.layout = layout,
-                                .budget_bytes = static_cast<uint64_t>(blocks_needed) *
-                                                static_cast<uint64_t>(layout.block_bytes())});
+  auto pool = cache::BlockPool::Create({.layout = layout,
+                                        .budget_bytes = static_cast<uint64_t>(blocks_needed) *
+                                                        static_cast<uint64_t>(layout.block_bytes()),
+                                        .memory = forward_->kv_memory()});
   if (!pool.ok()) return pool.status();
   pool_ = std::move(*pool);
   return absl::OkStatus();

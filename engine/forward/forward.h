@@ -21,6 +21,7 @@
 #include "kernels/ops.h"
 
 namespace mnemo::cache {
+class ArenaMemory;
 class BlockTable;
 }  // namespace mnemo::cache
 
@@ -111,6 +112,9 @@ class ForwardPass {
 
   virtual const ModelConfig& config() const = 0;
   virtual const Device& device() const = 0;
+  // The memory the KV arena passed to Forward must live in (a BlockPool's
+  // BlockPoolOptions::memory); nullptr: host RAM.
+  virtual cache::ArenaMemory* kv_memory() { return nullptr; }
 
   // The KV block layout this model needs (kv_dtype: kF16 or kBF16).
   kernels::KvLayout KvLayoutFor(kernels::DType kv_dtype, int block_tokens = 16) const {

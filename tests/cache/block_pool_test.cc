@@ -377,3 +377,74 @@ TEST(BlockPoolDeathTest, BadPublishAborts) {
 
 }  // namespace
 }  // namespace mnemo::cache
+
+namespace mnemo::cache {
+namespace {
+
+// Host memory that records what the pool asks of it (the arena of a device backend goes
+// through the same calls), and can refuse to allocate.
+class RecordingMemory final : public ArenaMemory {
+ public:
+  void* Allocate(size_t bytes) override {
+    allocated = bytes;
+    return refuse ? nullptr : HostArenaMemory().Allocate(bytes);
+  }
+  void Free(void* p) override {
+    ++frees;
+    HostArenaMemory().Free(p);
+  }
+  void Copy(void* dst, const void* src, size_t n) override {
+    ++copies;
+    copied_bytes += n;
+    HostArenaMemory().Copy(dst, src, n);
+  }
+  bool host_accessible() const override { return true; }
+
+  bool refuse = false;
+  size_t allocated = 0;
+  int frees = 0;
+  int copies = 0;
+  size_t copied_bytes = 0;
+};
+
+TEST(BlockPoolMemoryTest, ArenaComesFromItsMemoryAndCopyOnWriteGoesThroughIt) {
+  RecordingMemory memory;
+  const kernels::KvLayout l = TinyLayout(4);
+  {
+    auto pool = BlockPool::Create({l, static_cast<uint64_t>(3 * l.block_bytes()), &memory});
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    EXPECT_EQ(&(*pool)->memory(), &memory);
+    EXPECT_EQ(memory.allocated, static_cast<size_t>((3 * l.block_bytes() + 63) / 64 * 64));
+    BlockTable t;
+    ASSERT_TRUE(t.Reserve(**pool, 6));  // a full block and a partly used one
+    std::memset((*pool)->BlockData(t.blocks()[1]), 0x5a, static_cast<size_t>(l.block_bytes()));
+    std::optional<BlockTable> fork = t.Fork(**pool);  // copies the partly used block
+    ASSERT_TRUE(fork.has_value());
+    EXPECT_EQ(memory.copies, 1);
+    EXPECT_EQ(memory.copied_bytes, static_cast<size_t>(l.block_bytes()));
+    EXPECT_EQ((*pool)->BlockData(fork->blocks()[1])[7], 0x5a);
+    fork->Release(**pool);
+    t.Release(**pool);
+    EXPECT_EQ(memory.frees, 0);
+  }
+  EXPECT_EQ(memory.frees, 1);
+}
+
+TEST(BlockPoolMemoryTest, AnArenaItsMemoryRefusesIsResourceExhausted) {
+  RecordingMemory memory;
+  memory.refuse = true;
+  const kernels::KvLayout l = TinyLayout(4);
+  auto pool = BlockPool::Create({l, static_cast<uint64_t>(2 * l.block_bytes()), &memory});
+  ASSERT_FALSE(pool.ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(pool.status())) << pool.status();
+  EXPECT_EQ(memory.frees, 0);
+}
+
+TEST(BlockPoolMemoryTest, DefaultIsHostMemory) {
+  auto pool = MakePool(2);
+  EXPECT_EQ(&pool->memory(), &HostArenaMemory());
+  EXPECT_TRUE(pool->memory().host_accessible());
+}
+
+}  // namespace
+}  // namespace mnemo::cache
