@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "kernels/base/hd.h"
+#include "kernels/dtype.h"
 #include "kernels/half.h"
 #include "kernels/quant_blocks.h"
 
@@ -207,5 +208,34 @@ struct Q6_KFormat {
     for (int i = 0; i < kElems; ++i) y[i] = Value(d, b.scales[i / 16], Quant(b, i));
   }
 };
+
+// Calls fn(Format{}) with the format above of weight dtype t and returns its result, or
+// returns `otherwise` when t is not a weight dtype: the one dispatch from a run-time dtype
+// to the compile-time formats, for the CPU reference and every CUDA launcher.
+template <class R, class Fn>
+R VisitWeightFormat(DType t, R otherwise, Fn&& fn) {
+  switch (t) {
+    case DType::kF32:
+      return fn(F32Format{});
+    case DType::kF16:
+      return fn(F16Format{});
+    case DType::kBF16:
+      return fn(BF16Format{});
+    case DType::kQ8_0:
+      return fn(Q8_0Format{});
+    case DType::kQ4_0:
+      return fn(Q4_0Format{});
+    case DType::kQ4_1:
+      return fn(Q4_1Format{});
+    case DType::kQ4_K:
+      return fn(Q4_KFormat{});
+    case DType::kQ5_K:
+      return fn(Q5_KFormat{});
+    case DType::kQ6_K:
+      return fn(Q6_KFormat{});
+    default:
+      return otherwise;
+  }
+}
 
 }  // namespace mnemo::kernels

@@ -25,20 +25,7 @@ void DequantizeBlocks(const void* src, float* dst, int64_t n) {
 }  // namespace
 
 bool CanDequantize(DType t) {
-  switch (t) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kBF16:
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_1:
-    case DType::kQ4_K:
-    case DType::kQ5_K:
-    case DType::kQ6_K:
-      return true;
-    default:
-      return false;
-  }
+  return VisitWeightFormat(t, false, [](auto) { return true; });
 }
 
 bool CanQuantize(DType t) { return CanDequantize(t); }
@@ -49,29 +36,10 @@ void DequantizeRowRef(DType t, const void* src, float* dst, int64_t n) {
       << "row of " << n << " elements is not a whole number of " << DTypeName(t) << " blocks";
   if (n == 0) return;
   MNEMO_CHECK(src != nullptr && dst != nullptr) << "null row pointer";
-  switch (t) {
-    case DType::kF32:
-      return DequantizeBlocks<F32Format>(src, dst, n);
-    case DType::kF16:
-      return DequantizeBlocks<F16Format>(src, dst, n);
-    case DType::kBF16:
-      return DequantizeBlocks<BF16Format>(src, dst, n);
-    case DType::kQ8_0:
-      return DequantizeBlocks<Q8_0Format>(src, dst, n);
-    case DType::kQ4_0:
-      return DequantizeBlocks<Q4_0Format>(src, dst, n);
-    case DType::kQ4_1:
-      return DequantizeBlocks<Q4_1Format>(src, dst, n);
-    case DType::kQ4_K:
-      return DequantizeBlocks<Q4_KFormat>(src, dst, n);
-    case DType::kQ5_K:
-      return DequantizeBlocks<Q5_KFormat>(src, dst, n);
-    case DType::kQ6_K:
-      return DequantizeBlocks<Q6_KFormat>(src, dst, n);
-    default:
-      break;
-  }
-  MNEMO_CHECK(false) << "unreachable";
+  VisitWeightFormat(t, 0, [&](auto format) {
+    DequantizeBlocks<decltype(format)>(src, dst, n);
+    return 0;
+  });
 }
 
 void DequantizeRows(DType t, const void* src, float* dst, int64_t rows, int64_t cols) {

@@ -1,47 +1,16 @@
 // Conversions to 16-bit types on the device: grid-stride kernels, one thread per output
-// element, the per-element math from kernels/dequant_math.h and kernels/half.h (shared with
-// the CPU reference).
+// element, the per-element math from kernels/half.h (shared with the CPU reference).
+// CudaDequantizeToBf16 lives with CudaDequantize in dequant.cu (one kernel for both).
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "kernels/cuda/convert.h"
-#include "kernels/dequant_math.h"
 #include "kernels/dtype.h"
 #include "kernels/half.h"
 
 namespace mnemo::kernels {
 namespace {
-
-// dst[e] = bf16(element e % kElems of block e / kElems), for e in [0, n).
-//   threads:  e = blockIdx.x * blockDim.x + threadIdx.x, then += gridDim.x * blockDim.x
-// Neighbouring threads read neighbouring elements of one quant block and write neighbouring
-// 16-bit values (coalesced).
-template <typename Format>
-__global__ void DequantizeToBf16Kernel(const typename Format::Block* __restrict__ src,
-                                       uint16_t* __restrict__ dst, int64_t n) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
-       e += stride) {
-    const int64_t block = e / Format::kElems;
-    const int i = static_cast<int>(e - block * Format::kElems);
-    dst[e] = F32ToBF16(Format::Element(src[block], i));
-  }
-}
-
-template <typename Format>
-int LaunchDequantize(const void* d_src, uint16_t* d_dst, int64_t n, cudaStream_t stream) {
-  if (n % Format::kElems != 0) return cudaErrorInvalidValue;
-  if (n == 0) return cudaSuccess;  // a launch of zero blocks would be an error
-  if (reinterpret_cast<uintptr_t>(d_src) % alignof(typename Format::Block) != 0) {
-    return cudaErrorInvalidValue;
-  }
-  const cuda::LaunchConfig c = cuda::ElementwiseLaunch(n);
-  DequantizeToBf16Kernel<Format>
-      <<<static_cast<unsigned>(c.grid.x), static_cast<unsigned>(c.block.x), 0, stream>>>(
-          static_cast<const typename Format::Block*>(d_src), d_dst, n);
-  return static_cast<int>(cudaGetLastError());
-}
 
 // dst[r * cols + c] = F32ToBF16 or F32ToF16 of x[r * ldx + c]; e = r * cols + c over the
 // packed output (grid stride as above), so writes are coalesced and reads are within rows.
@@ -75,35 +44,6 @@ int LaunchF32To16(const float* d_x, int64_t rows, int64_t cols, int64_t ldx, uin
 }
 
 }  // namespace
-
-int CudaDequantizeToBf16(DType t, const void* d_src, uint16_t* d_dst, int64_t n, void* stream) {
-  if (n < 0) return cudaErrorInvalidValue;
-  if (n > 0 && (d_src == nullptr || d_dst == nullptr)) return cudaErrorInvalidValue;
-  if (reinterpret_cast<uintptr_t>(d_dst) % alignof(uint16_t) != 0) return cudaErrorInvalidValue;
-  const auto s = static_cast<cudaStream_t>(stream);
-  switch (t) {
-    case DType::kF32:
-      return LaunchDequantize<F32Format>(d_src, d_dst, n, s);
-    case DType::kF16:
-      return LaunchDequantize<F16Format>(d_src, d_dst, n, s);
-    case DType::kBF16:
-      return LaunchDequantize<BF16Format>(d_src, d_dst, n, s);
-    case DType::kQ8_0:
-      return LaunchDequantize<Q8_0Format>(d_src, d_dst, n, s);
-    case DType::kQ4_0:
-      return LaunchDequantize<Q4_0Format>(d_src, d_dst, n, s);
-    case DType::kQ4_1:
-      return LaunchDequantize<Q4_1Format>(d_src, d_dst, n, s);
-    case DType::kQ4_K:
-      return LaunchDequantize<Q4_KFormat>(d_src, d_dst, n, s);
-    case DType::kQ5_K:
-      return LaunchDequantize<Q5_KFormat>(d_src, d_dst, n, s);
-    case DType::kQ6_K:
-      return LaunchDequantize<Q6_KFormat>(d_src, d_dst, n, s);
-    default:
-      return cudaErrorInvalidValue;
-  }
-}
 
 int CudaConvertWeight(DType t, const void* d_src, uint16_t* d_dst, int64_t n, void* stream) {
   if (t != DType::kF16) return CudaDequantizeToBf16(t, d_src, d_dst, n, stream);

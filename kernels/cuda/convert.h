@@ -54,7 +54,7 @@ int CudaF32ToF16(const float* d_x, int64_t rows, int64_t cols, int64_t ldx, uint
 
 namespace cuda {
 
-// The launch of the elementwise kernels of this file and of kernels/cuda/gemm.cu: one
+// The launch of the elementwise kernels of convert.cu, dequant.cu and gemm.cu: one
 // thread per element in a grid-stride loop, 256 threads a block, at most 2^16 blocks
 // (enough to fill any current GPU many times over; larger inputs loop). n >= 1.
 inline constexpr int64_t kElementwiseThreads = 256;

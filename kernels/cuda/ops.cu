@@ -187,28 +187,9 @@ int CudaEmbedding(const EmbeddingParams& p, void* stream) {
     if (p.ids == nullptr || p.out == nullptr || p.ld_out < p.table.cols) return kInvalid;
     if (!Aligned4(p.ids) || !Aligned4(p.out)) return kInvalid;
   }
-  switch (p.table.dtype) {
-    case DType::kF32:
-      return LaunchEmbedding<F32Format>(p, stream);
-    case DType::kF16:
-      return LaunchEmbedding<F16Format>(p, stream);
-    case DType::kBF16:
-      return LaunchEmbedding<BF16Format>(p, stream);
-    case DType::kQ8_0:
-      return LaunchEmbedding<Q8_0Format>(p, stream);
-    case DType::kQ4_0:
-      return LaunchEmbedding<Q4_0Format>(p, stream);
-    case DType::kQ4_1:
-      return LaunchEmbedding<Q4_1Format>(p, stream);
-    case DType::kQ4_K:
-      return LaunchEmbedding<Q4_KFormat>(p, stream);
-    case DType::kQ5_K:
-      return LaunchEmbedding<Q5_KFormat>(p, stream);
-    case DType::kQ6_K:
-      return LaunchEmbedding<Q6_KFormat>(p, stream);
-    default:
-      return kInvalid;  // not a weight dtype
-  }
+  return VisitWeightFormat(p.table.dtype, static_cast<int>(kInvalid), [&](auto format) {
+    return LaunchEmbedding<decltype(format)>(p, stream);
+  });
 }
 
 int CudaRmsNorm(const RmsNormParams& p, void* stream) {

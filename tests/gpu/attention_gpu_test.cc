@@ -22,6 +22,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_launch.h"
 #include "kernels/cuda/device.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/kernels/attention_test_util.h"
 
 namespace mnemo::kernels {
@@ -31,21 +32,6 @@ using testing::AttnCase;
 using testing::AttnFixture;
 using testing::kSentinel;
 using testing::SeqSpec;
-
-#define REQUIRE_CUDA_DEVICE()                                                             \
-  do {                                                                                    \
-    if (CudaDeviceCount() == 0) {                                                         \
-      GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none (no GPU or driver)"; \
-    }                                                                                     \
-  } while (0)
-
-#define ASSERT_CUDA_OK(expr)                               \
-  do {                                                     \
-    const int mnemo_err = static_cast<int>(expr);          \
-    ASSERT_EQ(mnemo_err, 0) << CudaErrorString(mnemo_err); \
-  } while (0)
-
-const int kInvalid = static_cast<int>(cudaErrorInvalidValue);
 
 // Device copies of host arrays, freed together.
 class DeviceArrays {

@@ -14,23 +14,11 @@
 #include "kernels/cuda/device.h"
 #include "kernels/dequant.h"
 #include "kernels/dtype.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/kernels/quant_test_util.h"
 
 namespace mnemo::kernels {
 namespace {
-
-#define REQUIRE_CUDA_DEVICE()                                                             \
-  do {                                                                                    \
-    if (CudaDeviceCount() == 0) {                                                         \
-      GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none (no GPU or driver)"; \
-    }                                                                                     \
-  } while (0)
-
-#define ASSERT_CUDA_OK(expr)                               \
-  do {                                                     \
-    const int mnemo_err = static_cast<int>(expr);          \
-    ASSERT_EQ(mnemo_err, 0) << CudaErrorString(mnemo_err); \
-  } while (0)
 
 constexpr uint32_t kSentinel = 0x7fc0dead;  // a NaN pattern every guard float must keep
 constexpr int kGuard = 64;                  // guard floats after the output

@@ -35,6 +35,7 @@
 #include "kernels/dtype.h"
 #include "kernels/half.h"
 #include "kernels/ops.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/kernels/ops_test_util.h"
 #include "tests/kernels/quant_test_util.h"
 
@@ -46,20 +47,6 @@ using ::mnemo::testing::IsPoison;
 using ::mnemo::testing::PoisonedMatrix;
 using ::mnemo::testing::RandomMatrix;
 
-#define REQUIRE_CUDA_DEVICE()                                                             \
-  do {                                                                                    \
-    if (CudaDeviceCount() == 0) {                                                         \
-      GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none (no GPU or driver)"; \
-    }                                                                                     \
-  } while (0)
-
-#define ASSERT_CUDA_OK(expr)                               \
-  do {                                                     \
-    const int mnemo_err = static_cast<int>(expr);          \
-    ASSERT_EQ(mnemo_err, 0) << CudaErrorString(mnemo_err); \
-  } while (0)
-
-constexpr int kInvalid = static_cast<int>(cudaErrorInvalidValue);
 constexpr uint16_t kSentinel16 = 0x7fa5;  // a NaN pattern no conversion here produces
 constexpr int kGuard = 64;
 

@@ -17,6 +17,7 @@
 #include "kernels/cuda/ops.h"
 #include "kernels/dequant.h"
 #include "kernels/ops.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "tests/kernels/ops_test_util.h"
 #include "tests/kernels/quant_test_util.h"
 
@@ -30,24 +31,10 @@ using ::mnemo::testing::PoisonNaN;
 using ::mnemo::testing::RandomMatrix;
 using ::mnemo::testing::TouchedGuards;
 
-#define REQUIRE_CUDA_DEVICE()                                                             \
-  do {                                                                                    \
-    if (CudaDeviceCount() == 0) {                                                         \
-      GTEST_SKIP() << "no CUDA device: cudaGetDeviceCount found none (no GPU or driver)"; \
-    }                                                                                     \
-  } while (0)
-
-#define ASSERT_CUDA_OK(expr)                               \
-  do {                                                     \
-    const int mnemo_err = static_cast<int>(expr);          \
-    ASSERT_EQ(mnemo_err, 0) << CudaErrorString(mnemo_err); \
-  } while (0)
-
 constexpr float kEps23 = 1.0f / (1 << 23);
 constexpr int64_t kGuard = 64;  // poisoned floats after the last row of every output
 const int64_t kRows[] = {1, 3, 17};
 const int64_t kCols[] = {1, 31, 33, 577, 4097};
-constexpr int kInvalid = static_cast<int>(cudaErrorInvalidValue);
 
 // A device copy of a host vector; Download() brings it back after a sync.
 template <typename T>
