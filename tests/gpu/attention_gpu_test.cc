@@ -30,7 +30,9 @@ namespace {
 
 using testing::AttnCase;
 using testing::AttnFixture;
+using testing::BitEqual;
 using testing::kSentinel;
+using testing::SeqSlice;
 using testing::SeqSpec;
 
 // Device copies of host arrays, freed together.
@@ -192,38 +194,9 @@ TEST(AttentionGpuTest, ShortContextsUseNoScratch) {
 // as [r1 - r0][n_heads * head_dim].
 std::vector<float> RunRows(const AttnFixture& f, int s, int r0, int r1, int32_t kv_len,
                            int64_t scratch_bytes = -1) {
-  std::vector<float> unused;
-  AttentionParams p = f.Params(unused.data());
-  const int32_t q_start[2] = {0, r1 - r0};
-  const int32_t table_start[2] = {0, f.table_start()[s + 1] - f.table_start()[s]};
-  p.seqs.n_seqs = 1;
-  p.seqs.q_start = q_start;
-  p.seqs.positions = f.positions().data() + r0;
-  p.seqs.kv_len = &kv_len;
-  p.seqs.table_start = table_start;
-  p.seqs.block_table = f.block_table().data() + f.table_start()[s];
-  p.q += r0 * f.ldq();
-  const std::vector<float> out = RunOnDevice(p, kv_len, scratch_bytes);
-  const int width = f.c().n_heads * f.c().head_dim;
-  std::vector<float> rows(static_cast<size_t>(r1 - r0) * width);
-  for (int r = 0; r < r1 - r0; ++r) {
-    std::memcpy(&rows[static_cast<size_t>(r) * width], &out[r * f.ldo()], width * sizeof(float));
-  }
-  return rows;
-}
-
-std::vector<float> BatchRows(const AttnFixture& f, const std::vector<float>& out, int r0, int r1) {
-  const int width = f.c().n_heads * f.c().head_dim;
-  std::vector<float> rows(static_cast<size_t>(r1 - r0) * width);
-  for (int r = r0; r < r1; ++r) {
-    std::memcpy(&rows[static_cast<size_t>(r - r0) * width], &out[r * f.ldo()],
-                width * sizeof(float));
-  }
-  return rows;
-}
-
-bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  SeqSlice slice;
+  f.Alone(s, r0, r1, kv_len, /*out=*/nullptr, &slice);
+  return f.Rows(RunOnDevice(slice.p, kv_len, scratch_bytes), 0, r1 - r0);
 }
 
 AttnCase InvarianceCase(DType t) {
@@ -250,7 +223,7 @@ TEST(AttentionGpuTest, SequenceAloneEqualsSequenceInBatch) {
     int r0 = 0;
     for (int s = 0; s < static_cast<int>(c.seqs.size()); ++s) {
       const int r1 = r0 + c.seqs[s].n_rows;
-      EXPECT_TRUE(BitEqual(RunRows(f, s, r0, r1, c.seqs[s].kv_len), BatchRows(f, out, r0, r1)))
+      EXPECT_TRUE(BitEqual(RunRows(f, s, r0, r1, c.seqs[s].kv_len), f.Rows(out, r0, r1)))
           << "seq " << s;
       r0 = r1;
     }
@@ -271,13 +244,12 @@ TEST(AttentionGpuTest, PrefillRowsEqualDecodeRowsChunksAndSmallScratch) {
     const int r1 = r0 + c.seqs[s].n_rows;
     int bad = 0;
     for (int r = r0; r < r1; r += (s == 0 ? 13 : 1)) {
-      bad += !BitEqual(RunRows(f, s, r, r + 1, f.positions()[r] + 1), BatchRows(f, out, r, r + 1));
+      bad += !BitEqual(RunRows(f, s, r, r + 1, f.positions()[r] + 1), f.Rows(out, r, r + 1));
     }
     EXPECT_EQ(bad, 0) << "decode rows differing from prefill rows, seq " << s;
     for (int c0 = r0; c0 < r1; c0 += 7) {
       const int c1 = std::min(c0 + 7, r1);
-      EXPECT_TRUE(
-          BitEqual(RunRows(f, s, c0, c1, f.positions()[c1 - 1] + 1), BatchRows(f, out, c0, c1)))
+      EXPECT_TRUE(BitEqual(RunRows(f, s, c0, c1, f.positions()[c1 - 1] + 1), f.Rows(out, c0, c1)))
           << "chunk at row " << c0 << " of seq " << s;
     }
     r0 = r1;

@@ -17,6 +17,8 @@ namespace {
 
 using testing::AttnCase;
 using testing::AttnFixture;
+using testing::BitEqual;
+using testing::SeqSlice;
 
 constexpr CpuIsa kIsas[] = {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512};
 
@@ -52,39 +54,11 @@ std::vector<AttnCase> Cases() {
 // kv_len), returning their outputs [r1 - r0][n_heads * head_dim].
 std::vector<float> RunRows(const AttnFixture& f, int s, int r0, int r1, int32_t kv_len,
                            CpuIsa isa) {
-  const int width = f.c().n_heads * f.c().head_dim;
   std::vector<float> out(static_cast<size_t>(r1 - r0) * f.ldo(), -1.0f);
-  AttentionParams p = f.Params(out.data());
-  const int32_t q_start[2] = {0, r1 - r0};
-  const int32_t table_start[2] = {0, f.table_start()[s + 1] - f.table_start()[s]};
-  p.seqs.n_seqs = 1;
-  p.seqs.q_start = q_start;
-  p.seqs.positions = f.positions().data() + r0;
-  p.seqs.kv_len = &kv_len;
-  p.seqs.table_start = table_start;
-  p.seqs.block_table = f.block_table().data() + f.table_start()[s];
-  p.q += r0 * f.ldq();
-  EXPECT_TRUE(PagedAttentionForIsa(p, isa));
-  std::vector<float> rows(static_cast<size_t>(r1 - r0) * width);
-  for (int r = 0; r < r1 - r0; ++r) {
-    std::memcpy(&rows[static_cast<size_t>(r) * width], &out[r * f.ldo()], width * sizeof(float));
-  }
-  return rows;
-}
-
-// Rows [r0, r1) of a whole-batch output.
-std::vector<float> BatchRows(const AttnFixture& f, const std::vector<float>& out, int r0, int r1) {
-  const int width = f.c().n_heads * f.c().head_dim;
-  std::vector<float> rows(static_cast<size_t>(r1 - r0) * width);
-  for (int r = r0; r < r1; ++r) {
-    std::memcpy(&rows[static_cast<size_t>(r - r0) * width], &out[r * f.ldo()],
-                width * sizeof(float));
-  }
-  return rows;
-}
-
-bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  SeqSlice slice;
+  f.Alone(s, r0, r1, kv_len, out.data(), &slice);
+  EXPECT_TRUE(PagedAttentionForIsa(slice.p, isa));
+  return f.Rows(out, 0, r1 - r0);
 }
 
 std::vector<int32_t> QStarts(const AttnCase& c) {
@@ -103,7 +77,7 @@ TEST(PagedAttentionInvarianceTest, SequenceAloneEqualsSequenceInBatch) {
       const std::vector<int32_t> q = QStarts(c);
       for (int s = 0; s < static_cast<int>(c.seqs.size()); ++s) {
         EXPECT_TRUE(BitEqual(RunRows(f, s, q[s], q[s + 1], c.seqs[s].kv_len, isa),
-                             BatchRows(f, out, q[s], q[s + 1])))
+                             f.Rows(out, q[s], q[s + 1])))
             << "isa " << static_cast<int>(isa) << " seq " << s;
       }
     }
@@ -124,13 +98,13 @@ TEST(PagedAttentionInvarianceTest, PrefillRowsEqualDecodeRowsAndChunks) {
         int bad = 0;
         for (int r = q[s]; r < q[s + 1]; ++r) {
           const int32_t pos = f.positions()[r];
-          bad += !BitEqual(RunRows(f, s, r, r + 1, pos + 1, isa), BatchRows(f, out, r, r + 1));
+          bad += !BitEqual(RunRows(f, s, r, r + 1, pos + 1, isa), f.Rows(out, r, r + 1));
         }
         EXPECT_EQ(bad, 0) << "decode rows differing from prefill rows, seq " << s;
         for (int r0 = q[s]; r0 < q[s + 1]; r0 += 7) {
           const int r1 = std::min(r0 + 7, q[s + 1]);
-          EXPECT_TRUE(BitEqual(RunRows(f, s, r0, r1, f.positions()[r1 - 1] + 1, isa),
-                               BatchRows(f, out, r0, r1)))
+          EXPECT_TRUE(
+              BitEqual(RunRows(f, s, r0, r1, f.positions()[r1 - 1] + 1, isa), f.Rows(out, r0, r1)))
               << "chunk at row " << r0 << " of seq " << s;
         }
       }

@@ -56,6 +56,18 @@ inline uint16_t ToBits(float x, DType t) { return t == DType::kF16 ? F32ToF16(x)
 inline float FromBits(uint16_t b, DType t) { return t == DType::kF16 ? F16ToF32(b) : BF16ToF32(b); }
 
 // Builds the arena, block tables and query rows of an AttnCase.
+// A batch of its own made of rows [r0, r1) of one sequence of a fixture (see
+// AttnFixture::Alone); owns the small arrays its params point to, so it does not move.
+struct SeqSlice {
+  SeqSlice() = default;
+  SeqSlice(const SeqSlice&) = delete;
+  SeqSlice& operator=(const SeqSlice&) = delete;
+  int32_t q_start[2] = {0, 0};
+  int32_t table_start[2] = {0, 0};
+  int32_t kv_len = 0;
+  AttentionParams p;
+};
+
 class AttnFixture {
  public:
   explicit AttnFixture(const AttnCase& c) : c_(c) {
@@ -121,6 +133,35 @@ class AttnFixture {
   // Output buffer: rows_ rows of ldo_ plus two guard rows, all sentinels.
   std::vector<float> NewOut() const {
     return std::vector<float>(static_cast<size_t>((rows_ + 2) * ldo_), kSentinel);
+  }
+
+  // Rows [r0, r1) of sequence s as a batch of their own whose KV length is kv_len, writing
+  // to out (row r0 at out[0]).
+  void Alone(int s, int r0, int r1, int32_t kv_len, float* out, SeqSlice* slice) const {
+    slice->q_start[1] = r1 - r0;
+    slice->table_start[1] = table_start_[s + 1] - table_start_[s];
+    slice->kv_len = kv_len;
+    AttentionParams& p = slice->p;
+    p = Params(out);
+    p.seqs.n_seqs = 1;
+    p.seqs.q_start = slice->q_start;
+    p.seqs.positions = positions_.data() + r0;
+    p.seqs.kv_len = &slice->kv_len;
+    p.seqs.table_start = slice->table_start;
+    p.seqs.block_table = block_table_.data() + table_start_[s];
+    p.q += r0 * ldq_;
+  }
+
+  // Rows [r0, r1) of an output written with row stride ldo(), packed [r1 - r0][n_heads *
+  // head_dim].
+  std::vector<float> Rows(const std::vector<float>& out, int r0, int r1) const {
+    const int64_t width = int64_t{c_.n_heads} * c_.head_dim;
+    std::vector<float> rows(static_cast<size_t>((r1 - r0) * width));
+    for (int r = r0; r < r1; ++r) {
+      std::memcpy(&rows[static_cast<size_t>((r - r0) * width)], &out[r * ldo_],
+                  static_cast<size_t>(width) * sizeof(float));
+    }
+    return rows;
   }
 
   AttentionParams Params(float* out) const {
@@ -209,5 +250,9 @@ class AttnFixture {
   int64_t ldq_ = 0, ldo_ = 0;
   std::vector<float> q_;
 };
+
+inline bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
 
 }  // namespace mnemo::kernels::testing
