@@ -69,16 +69,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
       CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
   if (!fwd.ok()) return fwd.status();
   impl->forward = std::move(*fwd);
-  if (cache::ArenaMemory* m = impl->forward->kv_memory(); m != nullptr && !m->host_accessible()) {
-    // The session tiers (spills, restores, write-behind, export) read and write block bytes
-    // on the host; moving them through device copies is the next step of the CUDA backend.
-    return absl::FailedPreconditionError(absl::StrCat(
-        "device ", opts.device.ToString(),
-        ": the engine's session tiers do not run on device memory yet (mnemo generate does)"));
-  }
-  auto pool =
-      BlockPool::Create({.layout = impl->forward->KvLayoutFor(opts.kv_dtype, opts.block_tokens),
-                         .budget_bytes = opts.kv_budget_bytes});
+  auto pool = BlockPool::Create(
+      {.layout = impl->forward->KvLayoutFor(opts.kv_dtype, opts.block_tokens),
+       .budget_bytes = opts.kv_budget_bytes,
+       .memory = opts.kv_memory != nullptr ? opts.kv_memory : impl->forward->kv_memory()});
   if (!pool.ok()) return pool.status();
   impl->pool = std::move(*pool);
   impl->root = cache::ChainRoot(model.fingerprint());

@@ -46,6 +46,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cache/arena_memory.h"
 #include "engine/forward/forward.h"
 #include "engine/model/chat_template.h"
 #include "engine/model/model.h"
@@ -94,6 +95,11 @@ struct EngineOptions {
   kernels::DType kv_dtype = kernels::DType::kF16;  // kF16 or kBF16
   int block_tokens = 16;
   uint64_t kv_budget_bytes = uint64_t{1} << 30;  // the device tier's KV pool
+  // Where the device tier's KV arena lives; nullptr: where the forward pass wants it (host
+  // RAM for the CPU backend, device memory for CUDA). The forward pass must be able to read
+  // it; tests pass host memory that says it is not host-accessible, so that every block
+  // byte the tiers move goes through ArenaMemory::Copy as it does on a GPU.
+  cache::ArenaMemory* kv_memory = nullptr;
   int max_batch_tokens = 512;  // tokens per forward step (decodes + prefill chunks), >= 1
   int max_seqs = 64;           // sequences per forward step, >= 1
   bool prefix_cache = true;    // off: no lookups and no publishing (stateless recompute)

@@ -343,6 +343,7 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
     std::vector<uint8_t> partial;
     int64_t partial_rows = 0;
     bool encode = false;  // raw device blocks to put in the cold encoding
+    bool staged = false;  // device blocks in device memory, to copy to the host first
     std::vector<std::vector<uint8_t>> encoded;
     std::vector<cache::DiskBlock> blocks;  // the result
   };
@@ -351,6 +352,7 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
   job->record.kv_tokens = n_kv;
   job->record.kv_encoding = encoding;
   job->encode = r.tier == StorageTier::kDevice && opts.compress_cold;
+  job->staged = r.tier == StorageTier::kDevice && DeviceMemory() != nullptr;
   job->partial_rows = n_kv - nfull * bt;
   job->kept.assign(r.disk.begin(), r.disk.begin() + std::min<int64_t>(keep, r.disk.size()));
   if (!kv_on_disk) {
@@ -371,6 +373,9 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
         job->hashes.push_back(i < static_cast<int64_t>(chain->size())
                                   ? (*chain)[static_cast<size_t>(i)]
                                   : cache::BlockHash{});
+      } else if (r.tier == StorageTier::kDevice && DeviceMemory() != nullptr) {
+        job->partial.resize(bytes.size());
+        CopyBlockOut(bytes.data(), job->partial.data());
       } else {
         job->partial.assign(bytes.begin(), bytes.end());
       }
@@ -385,11 +390,16 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
   RunJob(
       s, move,
       [this, id = s->id, job]() -> absl::Status {
-        if (job->encode) {  // device blocks: into the cold encoding here, off the loop
-          job->encoded.reserve(job->full.size());  // (the spans point into it)
-          for (std::span<const uint8_t>& b : job->full) {
-            job->encoded.emplace_back(static_cast<size_t>(cold_bytes));
-            EncodeCold(b.data(), pool->layout().block_tokens, job->encoded.back().data());
+        if (job->encode || job->staged) {          // device blocks, off the loop: into the cold
+          job->encoded.reserve(job->full.size());  // encoding or host memory (the spans point
+          for (std::span<const uint8_t>& b : job->full) {  // into it)
+            if (job->encode) {
+              job->encoded.emplace_back(static_cast<size_t>(cold_bytes));
+              EncodeCold(b.data(), pool->layout().block_tokens, job->encoded.back().data());
+            } else {
+              job->encoded.emplace_back(b.size());
+              CopyBlockOut(b.data(), job->encoded.back().data());
+            }
             b = job->encoded.back();
           }
           if (!job->partial.empty()) {
@@ -490,34 +500,52 @@ void Engine::Impl::ReleaseSyncWait(SessionState* s, absl::Status st) {
 
 namespace mnemo::engine {
 
+cache::ArenaMemory* Engine::Impl::DeviceMemory() const {
+  return pool->memory().host_accessible() ? nullptr : &pool->memory();
+}
+
+void Engine::Impl::CopyBlockOut(const uint8_t* raw, uint8_t* out) const {
+  pool->memory().Copy(out, raw, static_cast<size_t>(pool->block_bytes()));
+}
+
 void Engine::Impl::EncodeCold(const uint8_t* raw, int64_t rows, uint8_t* out) const {
   const kernels::KvLayout& l = pool->layout();
   if (!opts.compress_cold) {
-    std::memcpy(out, raw, static_cast<size_t>(l.block_bytes()));
+    CopyBlockOut(raw, out);
     return;
   }
-  if (rows >= l.block_tokens) {
-    kernels::CompressKvBlock(l, raw, out);
-    return;
+  // A host copy when the block is in device memory, or when its stale rows must be zeroed.
+  std::vector<uint8_t> tmp;
+  if (DeviceMemory() != nullptr || rows < l.block_tokens) {
+    tmp.resize(static_cast<size_t>(l.block_bytes()));
+    CopyBlockOut(raw, tmp.data());
+    raw = tmp.data();
   }
-  // The rows past the last token hold stale values: zero them so they do not set the scales.
-  std::vector<uint8_t> tmp(raw, raw + l.block_bytes());
-  const int64_t row_bytes = int64_t{l.head_dim} * l.elem_bytes();
-  for (int64_t t = 0; t < kernels::KvCompressedTiles(l); ++t) {
-    uint8_t* tile = tmp.data() + t * l.tile_elems() * l.elem_bytes();
-    std::memset(tile + rows * row_bytes, 0,
-                static_cast<size_t>((l.block_tokens - rows) * row_bytes));
+  if (rows < l.block_tokens) {
+    // The rows past the last token hold stale values: zero them so they do not set the scales.
+    const int64_t row_bytes = int64_t{l.head_dim} * l.elem_bytes();
+    for (int64_t t = 0; t < kernels::KvCompressedTiles(l); ++t) {
+      uint8_t* tile = tmp.data() + t * l.tile_elems() * l.elem_bytes();
+      std::memset(tile + rows * row_bytes, 0,
+                  static_cast<size_t>((l.block_tokens - rows) * row_bytes));
+    }
   }
-  kernels::CompressKvBlock(l, tmp.data(), out);
+  kernels::CompressKvBlock(l, raw, out);
 }
 
 void Engine::Impl::DecodeCold(std::string_view encoding, const uint8_t* in, uint8_t* raw) const {
   const kernels::KvLayout& l = pool->layout();
-  if (encoding == cache::kKvEncodingInt8) {
-    kernels::DecompressKvBlock(l, in, raw);
-  } else {
-    std::memcpy(raw, in, static_cast<size_t>(l.block_bytes()));
+  if (encoding != cache::kKvEncodingInt8) {
+    pool->memory().Copy(raw, in, static_cast<size_t>(l.block_bytes()));
+    return;
   }
+  if (DeviceMemory() == nullptr) {
+    kernels::DecompressKvBlock(l, in, raw);
+    return;
+  }
+  std::vector<uint8_t> tmp(static_cast<size_t>(l.block_bytes()));
+  kernels::DecompressKvBlock(l, in, tmp.data());
+  pool->memory().Copy(raw, tmp.data(), tmp.size());
 }
 
 }  // namespace mnemo::engine

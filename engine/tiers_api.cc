@@ -158,9 +158,11 @@ absl::StatusOr<std::string> Engine::SessionKvBytes(std::string_view tenant,
                 [&m, s = *s, reply = std::move(reply)](absl::Status ready) mutable {
                   if (!ready.ok()) return reply(ready);
                   std::string out;
-                  for (cache::BlockId b : s->kv.table.blocks()) {
-                    out.append(reinterpret_cast<const char*>(m.pool->BlockData(b)),
-                               static_cast<size_t>(m.pool->block_bytes()));
+                  const size_t bb = static_cast<size_t>(m.pool->block_bytes());
+                  out.resize(s->kv.table.blocks().size() * bb);
+                  for (size_t i = 0; i < s->kv.table.blocks().size(); ++i) {
+                    m.CopyBlockOut(m.pool->BlockData(s->kv.table.blocks()[i]),
+                                   reinterpret_cast<uint8_t*>(out.data()) + i * bb);
                   }
                   reply(std::move(out));
                 });

@@ -215,7 +215,7 @@ bool Engine::Impl::TryRestore(SessionState* s) {
         for (const auto& [from, to] : copies) DecodeCold(encoding, from, to);
         std::vector<uint8_t> buf;
         for (const auto& [block, to] : reads) {
-          if (encoding == cache::kKvEncodingRaw) {
+          if (encoding == cache::kKvEncodingRaw && DeviceMemory() == nullptr) {
             absl::Status st = disk->ReadBlock(id, block, std::span(to, block.length));
             if (!st.ok()) return st;
             continue;

@@ -328,9 +328,16 @@ struct Engine::Impl {
     return n;
   }
   // A device block (raw, `rows` of its tokens used) in the cold encoding, and back. Pure:
-  // called on the I/O workers.
+  // called on the I/O workers. Device-tier block bytes (`raw`: a pool block, in device memory when
+  // the pool's arena is not host-accessible) to and from the cold encoding in host memory. With a
+  // device arena these are, with CopyBlockOut and the restore's disk reads, the only places block
+  // bytes cross between the arena and the host.
   void EncodeCold(const uint8_t* raw, int64_t rows, uint8_t* out) const;
   void DecodeCold(std::string_view encoding, const uint8_t* in, uint8_t* raw) const;
+  // The arena's memory when the CPU cannot touch it directly (a GPU's), else nullptr.
+  cache::ArenaMemory* DeviceMemory() const;
+  // Copies the bytes of pool block `raw` to host memory `out` (block_bytes of them).
+  void CopyBlockOut(const uint8_t* raw, uint8_t* out) const;
   // Whether `blocks` more host blocks fit the host tier and the session's tenant quota.
   bool HostFits(const SessionState& s, int64_t blocks);
   void TierTick();

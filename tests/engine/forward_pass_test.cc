@@ -98,7 +98,7 @@ TEST(CreateForwardPassTest, CpuByDefaultAndCudaRefusedClearlyWithoutADevice) {
   }
   const std::string expect = "no CUDA device is present";
 #else
-  const std::string expect = "built without the CUDA backend";
+  const std::string expect = "this mnemo was built without the CUDA backend";
 #endif
   auto cuda = CreateForwardPass(**model, {.device = {.kind = Device::Kind::kCuda, .index = 1}});
   ASSERT_FALSE(cuda.ok());
