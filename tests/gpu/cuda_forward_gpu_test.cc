@@ -2,17 +2,22 @@
 // step by step on the same tokens: a prefill, then decode steps. Tests that need a device
 // skip without one; the no-device error path runs everywhere.
 //
-// Tolerance. The device path rounds every weight to bf16 at upload and every activation
-// entering a product to bf16 (8 significant bits: relative rounding error <= 2^-9 ~ 0.002),
-// accumulating in f32; the CPU fast path keeps quantized weights exact and rounds
-// activations to 16 bits too. A logit is a sum of d_model products whose rounding errors are
-// independent, so its error relative to the row's typical magnitude is ~ 2^-9 per rounded
-// operand, i.e. a few 1e-3 per layer; through L layers (each adds its output to the residual
-// stream) it grows roughly like sqrt(L) to linearly. For the 2-5 layer models here that is
-// ~1e-2 of the logit range (max - min of the row); we allow kTolSmall = 3e-2 of the range.
-// SmolLM2 (30 layers, Q4_1 weights whose values bf16 rounds) gets kTolDeep = 6e-2. A broken
-// op (a wrong RoPE pair, a missing bias, a misindexed head or KV block) moves logits by a
-// sizable fraction of the range, far beyond these.
+// Tolerance (derived here, not yet measured on a GPU). The CPU fast path is nearly exact:
+// f32/f16/bf16 weights are used as stored with f32 activations, quantized weights meet
+// activations quantized to int16 per 32-element block (relative error ~2^-16). The device
+// path rounds every weight to bf16 at upload (f16 stays f16) and every activation entering
+// a product to bf16: 8 significant bits, relative error <= 2^-9 per operand, so each term
+// x_k w_k carries a relative error up to ~2^-8 with independent signs. A product's output
+// (typical size sqrt(sum_k (x_k w_k)^2) for these weights) is then off by ~2^-8 ~ 4e-3 of
+// its size; a logit sits behind ~4 products per layer in series plus the head, so over L
+// layers its error is ~4e-3 * sqrt(4 L + 1): ~1.2e-2 for the 2-layer test models and
+// stories260K (5 layers: 1.8e-2), measured against the row's max |logit|, which is about
+// half the row's range (max - min). We allow kTolSmall = 3e-2 of the range. SmolLM2 (30
+// layers, 4.4e-2 by the same count) gets kTolDeep = 6e-2. A broken op (a wrong RoPE pair,
+// a missing bias, a misindexed head or KV block) moves logits by a sizable fraction of the
+// range, far beyond these. Greedy choices: random test models have flat logits (near-ties
+// flip under that error), so most steps must agree there; real models' peaked rows must
+// agree on 80% of steps.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,6 +34,7 @@
 #include "engine/forward/llama_forward.h"
 #include "engine/model/model.h"
 #include "engine/model/test_model.h"
+#include "engine/model/tokenizer.h"
 #include "kernels/cuda/device.h"
 #include "tests/test_util.h"
 
@@ -132,7 +138,7 @@ Comparison Compare(const std::vector<std::vector<float>>& cpu,
 
 // Prefill of `prompt`, then CPU-greedy decode steps; logits of both backends compared.
 void CheckModel(const Model& model, const std::vector<TokenId>& prompt, int decode_steps,
-                double tol, const std::string& what) {
+                double tol, double min_same_top1, const std::string& what) {
   auto cpu = Backend::Make(model, Device{});
   auto gpu = Backend::Make(model, Device{.kind = Device::Kind::kCuda, .index = 0});
   ASSERT_NE(cpu, nullptr);
@@ -144,8 +150,8 @@ void CheckModel(const Model& model, const std::vector<TokenId>& prompt, int deco
   std::printf("[%s] max |gpu - cpu| / logit range %.3g over %d steps, same top-1 on %d\n",
               what.c_str(), c.max_rel_error, c.steps, c.same_top1);
   EXPECT_LE(c.max_rel_error, tol) << what;
-  // Near-ties may flip under bf16 rounding; most steps must agree.
-  EXPECT_GE(c.same_top1 * 10, c.steps * 8) << what;
+  // Near-ties may flip under bf16 rounding.
+  EXPECT_GE(c.same_top1, min_same_top1 * c.steps) << what;
 }
 
 std::vector<TokenId> SomeTokens(int n, int vocab, uint32_t seed) {
@@ -168,6 +174,16 @@ std::unique_ptr<Model> OpenTestModel(Architecture arch, DType dtype, bool tied =
   auto model = Model::Open(path);
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? std::move(*model) : nullptr;
+}
+
+// A real prompt's ids (real models' logits are peaked on real text).
+std::vector<TokenId> Encode(const Model& model, const std::string& text) {
+  auto tok = Tokenizer::Create(model.tokenizer_data());
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  if (!tok.ok()) return {1};
+  const std::vector<TokenId> ids = (*tok)->Encode(text, {});
+  EXPECT_FALSE(ids.empty());
+  return ids.empty() ? std::vector<TokenId>{1} : ids;
 }
 
 TEST(CudaForward, NoDeviceIsFailedPrecondition) {
@@ -199,7 +215,7 @@ TEST(CudaForward, TestModelsMatchCpu) {
     ASSERT_NE(model, nullptr);
     const std::string what = absl::StrCat(static_cast<int>(c.arch), "/", static_cast<int>(c.dtype),
                                           c.tied ? "/tied" : "");
-    CheckModel(*model, SomeTokens(9, kTestModelVocabSize, 3), 12, kTolSmall, what);
+    CheckModel(*model, SomeTokens(9, kTestModelVocabSize, 3), 12, kTolSmall, 0.5, what);
   }
 }
 
@@ -208,8 +224,7 @@ TEST(CudaForward, Stories260KMatchesCpu) {
   MNEMO_REQUIRE_FILE(testing::StoriesGgufPath());
   auto model = Model::Open(testing::StoriesGgufPath());
   ASSERT_TRUE(model.ok()) << model.status();
-  // "Once upon a time" in the stories tokenizer is 5 tokens; any ids in range will do.
-  CheckModel(**model, SomeTokens(20, (*model)->config().vocab_size, 5), 24, kTolSmall,
+  CheckModel(**model, Encode(**model, "Once upon a time, there was a little"), 24, kTolSmall, 0.8,
              "stories260K");
 }
 
@@ -218,7 +233,8 @@ TEST(CudaForward, SmolLm2MatchesCpu) {
   MNEMO_REQUIRE_FILE(testing::SmolLm2GgufPath());
   auto model = Model::Open(testing::SmolLm2GgufPath());
   ASSERT_TRUE(model.ok()) << model.status();
-  CheckModel(**model, SomeTokens(40, (*model)->config().vocab_size, 11), 16, kTolDeep, "SmolLM2");
+  CheckModel(**model, Encode(**model, "The capital of France is Paris. The capital of Italy is"),
+             16, kTolDeep, 0.8, "SmolLM2");
 }
 
 // Several sequences of different lengths in one step against each alone: every op but the
@@ -325,8 +341,8 @@ TEST(CudaForward, GenerateCommandOnDevice) {
   ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
   std::printf("cpu: %s\ncuda: %s\n", cpu.out.c_str(), gpu.out.c_str());
   // bf16 rounding may flip a late near-tie; the opening words must agree.
-  ASSERT_GE(cpu.out.size(), 30u);
-  EXPECT_EQ(gpu.out.substr(0, 30), cpu.out.substr(0, 30));
+  ASSERT_GE(cpu.out.size(), 20u);
+  EXPECT_EQ(gpu.out.substr(0, 20), cpu.out.substr(0, 20));
 }
 
 }  // namespace
