@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "cache/base/strings.h"
 #include "cache/block_table.h"
+#include "engine/forward/cuda_forward.h"
 #include "engine/forward/llama_forward.h"
 
 #ifdef MNEMO_HAVE_CUDA
@@ -204,8 +205,7 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CreateForwardPass(const Model& mode
         absl::StrCat("device ", opts.device.ToString(), ": this machine has ", count,
                      " CUDA device(s), cuda:0 .. cuda:", count - 1));
   }
-  return absl::UnimplementedError(absl::StrCat("device ", opts.device.ToString(),
-                                               ": the CUDA forward pass is not available yet"));
+  return CreateCudaForward(model, opts);
 #else
   return absl::FailedPreconditionError(absl::StrCat(
       "device ", opts.device.ToString(), ": this mnemo was built without the CUDA backend"));
