@@ -213,6 +213,8 @@ TEST_F(MnemoChat, BadFlagsFailWithOneLine) {
        "async, sync or none"},
       {{m, "--state-dir", testing::MakeTempDir(), "--session", "sess_x"}, 1, "no session sess_x"},
       {{m, "--kv-budget", "1K"}, 1, ""},
+      {{m, "--device", "tpu"}, 2, "--device: expected cpu, cuda or cuda:N, got 'tpu'"},
+      {{m, "--device", "cuda:7"}, 1, "device cuda:7: "},
       {{"/nonexistent.gguf"}, 1, "nonexistent"},
   };
   for (const Case& c : cases) {

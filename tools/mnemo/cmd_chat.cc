@@ -70,6 +70,7 @@ const CommandSpec& Spec() {
             {"max-tokens", true, "N", "reply tokens per turn at most (default 256)"}},
            SamplingFlagSpecs(),
            {{"threads", true, "N", "CPU threads, 0 = all (default 0)"},
+            {"device", true, "DEV", "cpu (default) or cuda[:N]"},
             {"kv-budget", true, "BYTES", "KV cache memory, e.g. 512M or 4G (default 1G)"},
             {"host-budget", true, "BYTES", "host tier for spilled sessions (default 0: none)"},
             {"state-dir", true, "DIR", "keep sessions durable in DIR (created if missing)"},

@@ -45,6 +45,7 @@ const CommandSpec& Spec() {
                 {"disk-budget", true, "BYTES", "bytes of blocks in --state-dir (default: any)"},
                 {"api-keys", true, "FILE", "lines \"KEY TENANT\"; without it, loopback only"},
                 {"threads", true, "N", "CPU threads for the model, 0 = all (default 0)"},
+                {"device", true, "DEV", "cpu (default) or cuda[:N]"},
                 {"config", true, "FILE", "a JSON object of these settings"},
                 {"durability", true, "MODE", "async (default), sync or none"},
                 {"insecure", false, "", "allow a non-loopback --host without --api-keys"},

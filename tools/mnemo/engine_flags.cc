@@ -22,6 +22,11 @@ absl::Status ApplyEngineFlags(const ParsedArgs& args, engine::EngineOptions* eo)
     }
   }
   if (auto dir = args.Get("state-dir")) eo->state_dir = *dir;
+  if (auto device = args.Get("device")) {
+    auto d = engine::Device::Parse(*device);
+    if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat("--", d.status().message()));
+    eo->device = *d;
+  }
   if (auto mode = args.Get("durability")) {
     if (eo->state_dir.empty()) return absl::InvalidArgumentError("--durability needs --state-dir");
     if (*mode == "async") {
