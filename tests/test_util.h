@@ -1,6 +1,7 @@
 // Shared helpers for mnemo's tests: where the real models and test data live.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,17 @@ std::string SmolLm2GgufPath();
 std::string MakeTempDir();
 
 bool FileExists(const std::string& path);
+
+// n token ids in [0, vocab) from a fixed LCG over `seed`: the same ids on every platform.
+inline std::vector<int32_t> SomeTokens(int n, int vocab, uint32_t seed) {
+  std::vector<int32_t> t;
+  uint32_t x = seed * 2654435761u + 12345u;
+  for (int i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    t.push_back(static_cast<int32_t>((x >> 8) % static_cast<uint32_t>(vocab)));
+  }
+  return t;
+}
 
 // The whole file's bytes ("" if it cannot be read).
 std::string ReadFile(const std::string& path);

@@ -117,15 +117,7 @@ double MaxRelativeError(const std::vector<std::vector<float>>& engine,
   return worst;
 }
 
-std::vector<TokenId> SomeTokens(int n, int vocab, uint32_t seed) {
-  std::vector<TokenId> t;
-  uint32_t x = seed * 2654435761u + 12345u;
-  for (int i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    t.push_back(static_cast<TokenId>((x >> 8) % static_cast<uint32_t>(vocab)));
-  }
-  return t;
-}
+using testing::SomeTokens;
 
 struct ModelCase {
   Architecture arch;

@@ -34,6 +34,7 @@ using testing::BitEqual;
 using testing::kSentinel;
 using testing::SeqSlice;
 using testing::SeqSpec;
+using testing::ShapeCase;
 
 // Device copies of host arrays, freed together.
 class DeviceArrays {
@@ -151,13 +152,7 @@ std::vector<AttnCase> Sweep() {
   uint32_t seed = 7;
   for (const auto& s : shapes) {
     for (DType t : {DType::kF16, DType::kBF16}) {
-      AttnCase c;
-      c.head_dim = s[0];
-      c.block_tokens = s[1];
-      c.n_heads = s[2];
-      c.n_kv_heads = s[3];
-      c.sliding_window = s[4];
-      c.dtype = t;
+      AttnCase c = ShapeCase(s, t);
       // Decode rows, prefill chunks and full prefills; 513+ tokens span several splits.
       c.seqs = {{1, 1}, {17, 17}, {100, 1}, {513, 2}, {1500, 1}, {2600, 9}, {16, 16}, {1030, 1}};
       c.seed = seed++;

@@ -154,15 +154,7 @@ void CheckModel(const Model& model, const std::vector<TokenId>& prompt, int deco
   EXPECT_GE(c.same_top1, min_same_top1 * c.steps) << what;
 }
 
-std::vector<TokenId> SomeTokens(int n, int vocab, uint32_t seed) {
-  std::vector<TokenId> t;
-  uint32_t x = seed * 2654435761u + 12345u;
-  for (int i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    t.push_back(static_cast<TokenId>((x >> 8) % static_cast<uint32_t>(vocab)));
-  }
-  return t;
-}
+using testing::SomeTokens;
 
 std::unique_ptr<Model> OpenTestModel(Architecture arch, DType dtype, bool tied = false) {
   TestModelOptions o;

@@ -19,6 +19,7 @@ using testing::AttnCase;
 using testing::AttnFixture;
 using testing::BitEqual;
 using testing::SeqSlice;
+using testing::ShapeCase;
 
 constexpr CpuIsa kIsas[] = {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512};
 
@@ -34,13 +35,7 @@ std::vector<AttnCase> Cases() {
   uint32_t seed = 100;
   for (const auto& s : shapes) {
     for (DType t : {DType::kF16, DType::kBF16}) {
-      AttnCase c;
-      c.head_dim = s[0];
-      c.block_tokens = s[1];
-      c.n_heads = s[2];
-      c.n_kv_heads = s[3];
-      c.sliding_window = s[4];
-      c.dtype = t;
+      AttnCase c = ShapeCase(s, t);
       c.seqs = {{100, 100}, {17, 1}, {40, 23}, {1, 1}, {64, 64}};
       c.seed = seed++;
       c.kv_scale = 2.0f;

@@ -56,6 +56,19 @@ inline uint16_t ToBits(float x, DType t) { return t == DType::kF16 ? F32ToF16(x)
 inline float FromBits(uint16_t b, DType t) { return t == DType::kF16 ? F16ToF32(b) : BF16ToF32(b); }
 
 // Builds the arena, block tables and query rows of an AttnCase.
+// A case of shape {head_dim, block_tokens, n_heads, n_kv_heads, sliding_window} and KV
+// dtype t (sequences and seed left to the caller).
+inline AttnCase ShapeCase(const int (&shape)[5], DType t) {
+  AttnCase c;
+  c.head_dim = shape[0];
+  c.block_tokens = shape[1];
+  c.n_heads = shape[2];
+  c.n_kv_heads = shape[3];
+  c.sliding_window = shape[4];
+  c.dtype = t;
+  return c;
+}
+
 // A batch of its own made of rows [r0, r1) of one sequence of a fixture (see
 // AttnFixture::Alone); owns the small arrays its params point to, so it does not move.
 struct SeqSlice {
