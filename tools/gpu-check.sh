@@ -79,20 +79,67 @@ if [[ "${GPU_CHECK_SKIP_SANITIZER:-0}" != 1 ]]; then
   fi
 fi
 
-ceilings="$("$BUILD/bench/mnemo_cuda_ceiling_bench" --benchmark_min_time=0.5 2>&1)"
+ceilings_json="$BUILD/gpu-check-ceilings.json"
+"$BUILD/bench/mnemo_cuda_ceiling_bench" --benchmark_min_time=0.5 \
+  --benchmark_out="$ceilings_json" --benchmark_out_format=json >>"$log" 2>&1
 rc=$?
-echo "$ceilings" >>"$log"
-if [[ $rc -eq 0 ]]; then
-  hbm="$(echo "$ceilings" | awk '/^BM_Cuda_HbmRead/ {for (i = 1; i <= NF; ++i) if ($i ~ /bytes_per_second=/) print $i}')"
-  tflops="$(echo "$ceilings" | awk '/^BM_Cuda_GemmBf16\/8192/ {for (i = 1; i <= NF; ++i) if ($i ~ /TFLOP/) print $i}')"
-  record "ceilings" PASS "HBM read ${hbm#bytes_per_second=}; BF16 GEMM 8192^3 ${tflops}"
+hbm=""     # bytes/s
+tflops=""  # 1e12 flop/s
+if [[ $rc -eq 0 && -s "$ceilings_json" ]]; then
+  read -r hbm tflops < <(python3 -c '
+import json, sys
+b = {x["name"]: x for x in json.load(open(sys.argv[1]))["benchmarks"]}
+hbm = max(x["bytes_per_second"] for n, x in b.items() if n.startswith("BM_Cuda_HbmRead"))
+tf = max(x["TFLOP/s"] for n, x in b.items() if n.startswith("BM_Cuda_GemmBf16"))
+print(hbm, tf)' "$ceilings_json")
+  record "ceilings" PASS "HBM read $(python3 -c "print('%.0f GB/s' % ($hbm / 1e9))"); BF16 GEMM $(python3 -c "print('%.0f TFLOP/s' % $tflops)")"
 else
   record "ceilings" FAIL "exit $rc (see $log)"
 fi
 
-# Not built yet (issue 8 continues): the CUDA forward pass, hence decode/prefill on the GPU
-# as fractions of the ceilings above and `mnemo bench multiturn` with --device cuda.
-record "decode/prefill on the GPU" "NOT YET" "the CUDA forward pass is not built (docs/cuda.md)"
+# Decode and prefill on the GPU against the ceilings above: SmolLM2-135M-Instruct (the
+# fetched model), BF16 weights on the device (2 bytes per parameter read per decoded token;
+# 2 x parameters flops per prompt token).
+model="$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [[ ! -f "$model" ]]; then
+  record "decode/prefill on the GPU" FAIL "no $model (run tools/fetch-model.sh)"
+else
+  params="$("$BUILD/mnemo" inspect "$model" --json --no-tensors |
+    python3 -c 'import json, sys; t = json.load(sys.stdin)["totals"]; print(t["params"] - t["by_dtype"].get("f32", {}).get("params", 0))')"
+  prompt="$(head -c 2600 /usr/share/common-licenses/GPL-3 | tr -s ' \n' ' ')"
+  gen="$("$BUILD/mnemo" generate "$model" --device cuda --json --max-tokens 256 \
+    --prompt "$prompt" 2>>"$log")"
+  rc=$?
+  echo "$gen" | head -c 2000 >>"$log"
+  if [[ $rc -eq 0 ]]; then
+    fractions="$(echo "$gen" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["timings"]
+params, hbm, tflops = (float(a) if a else float("nan") for a in sys.argv[1:4])
+dec, pre = t["generation_tokens_per_second"], t["prompt_tokens_per_second"]
+print("decode %.1f tok/s = %.1f%% of the HBM bound; prefill of %d tokens %.0f tok/s = %.1f%% of"
+      " the BF16 GEMM rate" % (dec, 100 * dec * 2 * params / hbm, t["prompt_tokens"], pre,
+                               100 * pre * 2 * params / (tflops * 1e12)))
+' "$params" "$hbm" "$tflops")"
+    record "decode/prefill on the GPU" PASS "$fractions"
+  else
+    record "decode/prefill on the GPU" FAIL "mnemo generate --device cuda: exit $rc (see $log)"
+  fi
+  bench_out="$BUILD/gpu-check-bench"
+  if "$BUILD/mnemo" bench multiturn "$model" --device cuda --out "$bench_out" --workload chat \
+    --conversations 4 --concurrency 2 --modes stateless,stateful --no-plots --quiet \
+    >>"$log" 2>&1; then
+    summary="$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("; ".join("%s: %s prompt tokens computed, TTFT p50 %.0f ms" % (
+    m["mode"], m["computed_tokens"], 1000 * m["ttft_seconds"]["p50"]) for m in r["modes"]))
+' "$bench_out/result.json" 2>>"$log" || echo "see $bench_out/report.md")"
+    record "mnemo bench on the GPU" PASS "$summary"
+  else
+    record "mnemo bench on the GPU" FAIL "see $log"
+  fi
+fi
 
 report="$BUILD/gpu-check-report.md"
 {

@@ -215,6 +215,7 @@ TEST(BenchCmd, BadFlagsAndFilesAreClearErrors) {
        "server configuration"},
       {{"multiturn", model, "--out", out, "--concurrency", "0"}, 2, "--concurrency"},
       {{"multiturn", model, "--out", out, "--stateful-api", "grpc"}, 2, "--stateful-api"},
+      {{"multiturn", model, "--out", out, "--device", "xpu"}, 2, "--device: expected cpu"},
       {{"multiturn", model, "--out", out, "--workload", bad_jsonl}, 1, "line 1"},
       {{"multiturn", out + "/missing.gguf", "--out", out}, 1, "missing.gguf"},
       {{"frobnicate"}, 2, "unknown benchmark"},

@@ -92,6 +92,7 @@ const CommandSpec& MultiturnSpec() {
                 {"tool-text", true, "PATH",
                  "agent tool-output text (default /usr/include/stdlib.h)"},
                 {"threads", true, "N", "engine threads, 0 = all (default 0)"},
+                {"device", true, "DEV", "in-process engine: cpu (default) or cuda[:N]"},
                 {"max-batch-tokens", true, "N", "tokens per engine step (default 512)"},
                 {"spill-fraction", true, "F",
                  "spill mode: device budget as a fraction of the workload's resident KV (0.25)"},
@@ -191,6 +192,7 @@ struct Settings {
   bool open_loop = false, plots = true, quiet = false, ignore_eos = true;
   std::vector<BenchMode> modes;
   bench::CostInputs prices;
+  engine::Device device;
 };
 
 absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
@@ -198,6 +200,11 @@ absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
   s.model_path = p.positionals()[0];
   if (!p.Has("out")) return absl::InvalidArgumentError("--out DIR is required");
   s.out = *p.Get("out");
+  if (auto device = p.Get("device")) {
+    auto d = engine::Device::Parse(*device);
+    if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat("--", d.status().message()));
+    s.device = *d;
+  }
   s.workload = p.Get("workload").value_or("chat");
   s.target = p.Get("target").value_or("");
   s.stateful_api = p.Get("stateful-api").value_or("sessions");
@@ -326,6 +333,7 @@ absl::StatusOr<std::unique_ptr<bench::Driver>> MakeDriver(const Settings& s,
   }
   bench::EngineDriverOptions o;
   o.mode = mode;
+  o.engine.device = s.device;
   o.engine.threads = static_cast<int>(s.threads);
   o.engine.max_batch_tokens = static_cast<int>(s.max_batch_tokens);
   o.spill_device_fraction = s.spill_fraction;
@@ -379,6 +387,7 @@ int RunMultiturn(const std::vector<std::string>& args) {
       {"open_loop", s.open_loop},
       {"think_scale", s.think_scale},
       {"threads", s.threads},
+      {"device", s.device.ToString()},
       {"max_batch_tokens", s.max_batch_tokens},
       {"spill_fraction", s.spill_fraction},
       {"target", s.target.empty() ? json(nullptr) : json(s.target)},
