@@ -66,8 +66,9 @@ absl::Status Engine::Impl::OpenTiers() {
   }
   cold_bytes = static_cast<int64_t>(cache::EncodedBlockBytes(pool->layout(), ColdEncoding()));
   if (opts.host_budget_bytes > 0) {
-    auto h = cache::HostTier::Create(
-        {.block_bytes = cold_bytes, .budget_bytes = opts.host_budget_bytes});
+    auto h = cache::HostTier::Create({.block_bytes = cold_bytes,
+                                      .budget_bytes = opts.host_budget_bytes,
+                                      .allocator = forward->host_allocator()});
     if (!h.ok()) return h.status();
     host = std::move(*h);
   }

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "cache/arena_memory.h"
 #include "cache/base/strings.h"
+#include "cache/host_tier.h"
 #include "engine/forward/weights.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_launch.h"
@@ -99,13 +100,23 @@ class DeviceBuffer {
   uint64_t capacity_ = 0;
 };
 
-// The KV arena in device memory of one device. Copy completes before it returns (the
-// block pool's copy-on-write expects that).
+// The KV arena in device memory of one device. Copies run on their own non-blocking stream,
+// so a spill or restore on an I/O worker overlaps the compute stream instead of waiting for
+// it (the engine only moves blocks that no running step touches), and complete before Copy
+// returns (the block pool's copy-on-write and the tiers expect that). From pinned host
+// memory (the host tier's, PinnedHostAllocator) they are DMA at full bus speed.
 class CudaArenaMemory : public cache::ArenaMemory {
  public:
-  explicit CudaArenaMemory(int device) : device_(device) {}
+  explicit CudaArenaMemory(int device) : device_(device) {
+    if (cudaSetDevice(device_) == cudaSuccess) {
+      (void)cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking);
+    }
+  }
+  ~CudaArenaMemory() override {
+    if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
+  }
   void* Allocate(size_t bytes) override {
-    if (cudaSetDevice(device_) != cudaSuccess) return nullptr;
+    if (copy_stream_ == nullptr || cudaSetDevice(device_) != cudaSuccess) return nullptr;
     void* p = nullptr;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
       (void)cudaGetLastError();
@@ -118,17 +129,34 @@ class CudaArenaMemory : public cache::ArenaMemory {
   }
   void Copy(void* dst, const void* src, size_t n) override {
     (void)cudaSetDevice(device_);
-    // cudaMemcpyDefault infers the direction from the unified address space; a
-    // device-to-device cudaMemcpy may return before the copy ends, hence the synchronize.
-    // Copy has no way to report an error: a failure here is sticky and surfaces as
-    // Internal from the next Forward.
-    (void)cudaMemcpy(dst, src, n, cudaMemcpyDefault);
-    (void)cudaDeviceSynchronize();
+    // cudaMemcpyDefault infers the direction from the unified address space. Copy has no way
+    // to report an error: a failure is sticky and surfaces as Internal from the next Forward.
+    // The stream is shared by the I/O workers: a worker may also wait for another's copy.
+    (void)cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, copy_stream_);
+    (void)cudaStreamSynchronize(copy_stream_);
   }
   bool host_accessible() const override { return false; }
 
  private:
   int device_;
+  cudaStream_t copy_stream_ = nullptr;
+};
+
+// Page-locked host memory for the host tier's arena, so that device<->host block copies
+// are DMA (docs/cache.md: HostArenaAllocator). Portable: usable from any device's streams.
+class PinnedHostAllocator : public cache::HostArenaAllocator {
+ public:
+  void* Allocate(size_t bytes) override {
+    void* p = nullptr;
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    return p;  // page aligned
+  }
+  void Free(void* p, size_t) override {
+    if (p != nullptr) (void)cudaFreeHost(p);
+  }
 };
 
 // A layer's weights on the device. A CudaWeight with data == nullptr is absent.
@@ -268,6 +296,7 @@ class CudaForward : public ForwardPass {
   const ModelConfig& config() const override { return config_; }
   const Device& device() const override { return device_; }
   cache::ArenaMemory* kv_memory() override { return arena_memory_.get(); }
+  cache::HostArenaAllocator* host_allocator() override { return &pinned_; }
   absl::Status Forward(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch,
                        float* logits) override;
 
@@ -291,6 +320,7 @@ class CudaForward : public ForwardPass {
   std::unique_ptr<kernels::cuda::DevicePool> pool_;
   std::unique_ptr<kernels::CudaGemm> gemm_;
   std::unique_ptr<CudaArenaMemory> arena_memory_;
+  PinnedHostAllocator pinned_;
   // Device weights (into pool_).
   WeightView embedding_;  // in its file dtype, for CudaEmbedding
   CudaWeight output_;

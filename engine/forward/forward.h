@@ -23,6 +23,7 @@
 namespace mnemo::cache {
 class ArenaMemory;
 class BlockTable;
+class HostArenaAllocator;
 }  // namespace mnemo::cache
 
 namespace mnemo::engine {
@@ -115,6 +116,9 @@ class ForwardPass {
   // The memory the KV arena passed to Forward must live in (a BlockPool's
   // BlockPoolOptions::memory); nullptr: host RAM.
   virtual cache::ArenaMemory* kv_memory() { return nullptr; }
+  // The allocator of the host tier's arena (page-locked memory for a GPU); nullptr: the
+  // default (aligned operator new).
+  virtual cache::HostArenaAllocator* host_allocator() { return nullptr; }
 
   // The KV block layout this model needs (kv_dtype: kF16 or kBF16).
   kernels::KvLayout KvLayoutFor(kernels::DType kv_dtype, int block_tokens = 16) const {
