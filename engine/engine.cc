@@ -65,13 +65,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
   if (!tok.ok()) return tok.status();
   impl->tokenizer = std::move(*tok);
   impl->tmpl = ModelChatTemplate(*impl->tokenizer);
-  auto fwd =
-      CreateForwardPass(model, ForwardOptions{.device = opts.device, .threads = opts.threads});
+  auto fwd = CreateForwardPass(model, {.device = opts.device,
+                                       .threads = opts.threads,
+                                       .device_budget_bytes = opts.device_budget_bytes});
   if (!fwd.ok()) return fwd.status();
   impl->forward = std::move(*fwd);
   auto pool = BlockPool::Create(
       {.layout = impl->forward->KvLayoutFor(opts.kv_dtype, opts.block_tokens),
-       .budget_bytes = opts.kv_budget_bytes,
+       // On a GPU the memory plan's KV region decides (EngineOptions::device_budget_bytes).
+       .budget_bytes = impl->forward->kv_capacity_bytes() > 0 ? impl->forward->kv_capacity_bytes()
+                                                              : opts.kv_budget_bytes,
        .memory = opts.kv_memory != nullptr ? opts.kv_memory : impl->forward->kv_memory()});
   if (!pool.ok()) return pool.status();
   impl->pool = std::move(*pool);

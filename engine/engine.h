@@ -95,6 +95,10 @@ struct EngineOptions {
   kernels::DType kv_dtype = kernels::DType::kF16;  // kF16 or kBF16
   int block_tokens = 16;
   uint64_t kv_budget_bytes = uint64_t{1} << 30;  // the device tier's KV pool
+  // CUDA: device memory for weights, scratch and the KV pool together (0: 0.9 of the free
+  // memory); the KV pool is then what the memory plan leaves (docs/cuda.md), and
+  // kv_budget_bytes does not apply. Ignored on the CPU.
+  uint64_t device_budget_bytes = 0;
   // Where the device tier's KV arena lives; nullptr: where the forward pass wants it (host
   // RAM for the CPU backend, device memory for CUDA). The forward pass must be able to read
   // it; tests pass host memory that says it is not host-accessible, so that every block

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,14 +101,17 @@ class DeviceBuffer {
   uint64_t capacity_ = 0;
 };
 
-// The KV arena in device memory of one device. Copies run on their own non-blocking stream,
-// so a spill or restore on an I/O worker overlaps the compute stream instead of waiting for
+// The KV arena in device memory of one device: the region of the forward pass's device
+// allocation that the memory plan leaves for KV blocks. Copies run on their own non-blocking
+// stream, so a spill or restore on an I/O worker overlaps the compute stream instead of waiting for
 // it (the engine only moves blocks that no running step touches), and complete before Copy
 // returns (the block pool's copy-on-write and the tiers expect that). From pinned host
 // memory (the host tier's, PinnedHostAllocator) they are DMA at full bus speed.
 class CudaArenaMemory : public cache::ArenaMemory {
  public:
-  explicit CudaArenaMemory(int device) : device_(device) {
+  // The KV region [region, region + capacity) of the forward pass's one device allocation.
+  CudaArenaMemory(int device, void* region, uint64_t capacity)
+      : device_(device), region_(region), capacity_(capacity) {
     if (cudaSetDevice(device_) == cudaSuccess) {
       (void)cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking);
     }
@@ -115,17 +119,16 @@ class CudaArenaMemory : public cache::ArenaMemory {
   ~CudaArenaMemory() override {
     if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
   }
+  // The region, to one arena at a time (a Generator may replace its pool by a larger one).
   void* Allocate(size_t bytes) override {
-    if (copy_stream_ == nullptr || cudaSetDevice(device_) != cudaSuccess) return nullptr;
-    void* p = nullptr;
-    if (cudaMalloc(&p, bytes) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return nullptr;
-    }
-    return p;  // cudaMalloc aligns to 256 bytes
+    std::lock_guard<std::mutex> lock(mu_);
+    if (copy_stream_ == nullptr || in_use_ || bytes > capacity_) return nullptr;
+    in_use_ = true;
+    return region_;
   }
   void Free(void* p) override {
-    if (p != nullptr) (void)cudaFree(p);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (p == region_) in_use_ = false;
   }
   void Copy(void* dst, const void* src, size_t n) override {
     (void)cudaSetDevice(device_);
@@ -136,10 +139,15 @@ class CudaArenaMemory : public cache::ArenaMemory {
     (void)cudaStreamSynchronize(copy_stream_);
   }
   bool host_accessible() const override { return false; }
+  uint64_t capacity() const { return capacity_; }
 
  private:
   int device_;
+  void* region_;
+  uint64_t capacity_;
   cudaStream_t copy_stream_ = nullptr;
+  std::mutex mu_;
+  bool in_use_ = false;
 };
 
 // Page-locked host memory for the host tier's arena, so that device<->host block copies
@@ -297,6 +305,7 @@ class CudaForward : public ForwardPass {
   const Device& device() const override { return device_; }
   cache::ArenaMemory* kv_memory() override { return arena_memory_.get(); }
   cache::HostArenaAllocator* host_allocator() override { return &pinned_; }
+  uint64_t kv_capacity_bytes() const override { return arena_memory_->capacity(); }
   absl::Status Forward(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch,
                        float* logits) override;
 
@@ -399,8 +408,10 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CudaForward::Create(const Model& mo
       up.Vector(rope.theta.data(), static_cast<int64_t>(rope.theta.size()), &f->theta_));
   const uint64_t weight_bytes = up.pool_bytes;
 
-  // The memory plan: the weights and a scratch reserve for a kPlanRows-row step must fit the
-  // budget (the KV arena is the block pool's, allocated through kv_memory()).
+  // The memory plan (docs/cuda.md): one device allocation of the budget (bytes, or 0.9 of the
+  // free memory) holds the weights, a scratch reserve for a kPlanRows-row step (the
+  // activations themselves grow outside it) and the KV region the block pool gets through
+  // kv_memory().
   const int64_t plan_rows = std::min<int64_t>(kPlanRows, std::max(1, c.context_length));
   const uint64_t reserve =
       AlignUp(kGemmWorkspaceBytes) +
@@ -413,12 +424,12 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CudaForward::Create(const Model& mo
   po.device_free_bytes = free_bytes;
   po.device_total_bytes = total_bytes;
   po.budget_bytes = opts.device_budget_bytes;
-  po.budget_fraction = 1.0;  // no budget given: whatever is free
+  po.budget_fraction = 0.9;  // no budget given: headroom for cuBLAS and the driver
   po.weight_bytes = weight_bytes;
   po.reserve_bytes = reserve;
   po.kv_block_bytes =
       static_cast<uint64_t>(KvLayoutForModel(c, kernels::DType::kBF16).block_bytes());
-  po.min_kv_blocks = 0;
+  po.min_kv_blocks = 1;
   const kernels::cuda::MemoryPlan plan = kernels::cuda::PlanDeviceMemory(po);
   if (!plan.ok()) {
     return absl::ResourceExhaustedError(
@@ -427,7 +438,8 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CudaForward::Create(const Model& mo
 
   MNEMO_CUDA_TRY(cudaStreamCreateWithFlags(&f->stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   std::string error;
-  f->pool_ = kernels::cuda::DevicePool::Create(weight_bytes + AlignUp(kGemmWorkspaceBytes), &error);
+  f->pool_ = kernels::cuda::DevicePool::Create(
+      weight_bytes + AlignUp(kGemmWorkspaceBytes) + plan.kv_bytes, &error);
   if (f->pool_ == nullptr) return absl::ResourceExhaustedError(error);
   void* workspace = nullptr;
   MNEMO_CUDA_TRY(f->pool_->Allocate(kGemmWorkspaceBytes, &workspace), "cuBLAS workspace");
@@ -451,7 +463,9 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CudaForward::Create(const Model& mo
   const absl::Status sync = CudaStatus(cudaStreamSynchronize(f->stream_), "weight upload");
   if (!st.ok()) return st;
   if (!sync.ok()) return sync;
-  f->arena_memory_ = std::make_unique<CudaArenaMemory>(opts.device.index);
+  void* kv_region = nullptr;
+  MNEMO_CUDA_TRY(f->pool_->Allocate(plan.kv_bytes, &kv_region), "KV region");
+  f->arena_memory_ = std::make_unique<CudaArenaMemory>(opts.device.index, kv_region, plan.kv_bytes);
   return std::unique_ptr<ForwardPass>(std::move(f));
 }
 

@@ -67,8 +67,8 @@ struct ForwardOptions {
   // Multiply with the fused Q|K|V and gate|up copies where the weights allow it
   // (WeightOptions::fuse). The same bits either way; off only to test that.
   bool fuse_matrices = true;
-  // CUDA only: bytes of device memory for the weights and the backend's scratch; 0: what
-  // they need.
+  // CUDA only: bytes of device memory for the weights, the scratch reserve and the KV
+  // region together (one allocation); 0: 0.9 of the free memory.
   uint64_t device_budget_bytes = 0;
 };
 
@@ -119,6 +119,9 @@ class ForwardPass {
   // The allocator of the host tier's arena (page-locked memory for a GPU); nullptr: the
   // default (aligned operator new).
   virtual cache::HostArenaAllocator* host_allocator() { return nullptr; }
+  // Bytes of KV arena kv_memory() can provide (the device memory plan's KV region); 0: no
+  // fixed limit (host RAM: the caller's budget decides).
+  virtual uint64_t kv_capacity_bytes() const { return 0; }
 
   // The KV block layout this model needs (kv_dtype: kF16 or kBF16).
   kernels::KvLayout KvLayoutFor(kernels::DType kv_dtype, int block_tokens = 16) const {

@@ -21,6 +21,8 @@ absl::Status ApplyEngineFlags(const ParsedArgs& args, engine::EngineOptions* eo)
       *into = *bytes;
     }
   }
+  // On a GPU the device budget is the whole device allocation (weights, scratch, KV).
+  eo->device_budget_bytes = args.Has("device-budget") ? eo->kv_budget_bytes : 0;
   if (auto dir = args.Get("state-dir")) eo->state_dir = *dir;
   if (auto device = args.Get("device")) {
     auto d = engine::Device::Parse(*device);
