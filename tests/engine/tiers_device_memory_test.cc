@@ -1,11 +1,12 @@
 // The tiers over a KV arena the CPU may not touch (a GPU's): every block byte that spills,
 // restores, is written behind or exported must go through ArenaMemory::Copy. The arena here
 // is host memory that says it is not host-accessible and counts the copies; an engine over
-// it must do exactly what an engine over plain host memory does, byte for byte.
+// it must do exactly what an engine over (equally zeroed) host memory does, byte for byte.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -17,19 +18,30 @@
 namespace mnemo::engine {
 namespace {
 
-class OpaqueMemory final : public cache::ArenaMemory {
+// Host memory, zeroed when allocated (the unused rows of a session's last block are exported
+// too, and must not depend on what the heap held before), that may say it is not
+// host-accessible; counts the bytes that go through Copy.
+class TestMemory final : public cache::ArenaMemory {
  public:
-  void* Allocate(size_t n) override { return cache::HostArenaMemory().Allocate(n); }
+  explicit TestMemory(bool accessible) : accessible_(accessible) {}
+  void* Allocate(size_t n) override {
+    void* p = cache::HostArenaMemory().Allocate(n);
+    if (p != nullptr) std::memset(p, 0, n);
+    return p;
+  }
   void Free(void* p) override { cache::HostArenaMemory().Free(p); }
   void Copy(void* dst, const void* src, size_t n) override {  // from the I/O workers too
     copies.fetch_add(1);
     bytes.fetch_add(static_cast<int64_t>(n));
     cache::HostArenaMemory().Copy(dst, src, n);
   }
-  bool host_accessible() const override { return false; }
+  bool host_accessible() const override { return accessible_; }
 
   std::atomic<int64_t> copies{0};
   std::atomic<int64_t> bytes{0};
+
+ private:
+  const bool accessible_;
 };
 
 // What one scenario observed: the exported KV after every step and the turns' ids.
@@ -37,7 +49,7 @@ struct Trace {
   std::vector<std::string> kv;
   std::vector<std::vector<TokenId>> ids;
   EngineStats stats;
-  std::vector<int64_t> copied;  // bytes through OpaqueMemory::Copy before each Mark
+  std::vector<int64_t> copied;  // bytes through TestMemory::Copy at each mark
 };
 
 std::string Kv(Engine& e, const std::string& id) {
@@ -48,7 +60,7 @@ std::string Kv(Engine& e, const std::string& id) {
 
 // Two sessions; one goes device -> host -> device -> disk -> device (written behind on the
 // way), both take another turn; then a new engine over plain memory resumes from disk.
-Trace RunScenario(const Model& model, bool compress, OpaqueMemory* memory) {
+Trace RunScenario(const Model& model, bool compress, TestMemory* memory) {
   Trace t;
   const auto mark = [&] { t.copied.push_back(memory != nullptr ? memory->bytes.load() : 0); };
   const std::string dir = testing::MakeTempDir();
@@ -93,7 +105,8 @@ Trace RunScenario(const Model& model, bool compress, OpaqueMemory* memory) {
     EXPECT_TRUE(e->CheckInvariants().ok()) << e->CheckInvariants();
     t.stats = e->Stats();
   }
-  o.kv_memory = nullptr;  // what was written behind reads back anywhere
+  TestMemory plain(/*accessible=*/true);  // what was written behind reads back anywhere
+  o.kv_memory = &plain;
   auto again = MakeEngine(model, o);
   EXPECT_NE(again, nullptr);
   if (again == nullptr) return t;
@@ -118,8 +131,8 @@ void ExpectSame(const Trace& got, const Trace& want) {
 
 TEST(TiersDeviceMemory, RawColdTiersMoveEveryByteThroughCopyAndMatchHostMemory) {
   auto model = TestModel(Architecture::kLlama);
-  OpaqueMemory opaque;
-  const Trace want = RunScenario(*model, /*compress=*/false, nullptr);
+  TestMemory host(/*accessible=*/true), opaque(/*accessible=*/false);
+  const Trace want = RunScenario(*model, /*compress=*/false, &host);
   const Trace got = RunScenario(*model, /*compress=*/false, &opaque);
   ExpectSame(got, want);
   EXPECT_EQ(got.stats.spills_to_host, 1);
@@ -137,8 +150,8 @@ TEST(TiersDeviceMemory, RawColdTiersMoveEveryByteThroughCopyAndMatchHostMemory) 
 
 TEST(TiersDeviceMemory, CompressedColdTiersMatchHostMemory) {
   auto model = TestModel(Architecture::kLlama);
-  OpaqueMemory opaque;
-  const Trace want = RunScenario(*model, /*compress=*/true, nullptr);
+  TestMemory host(/*accessible=*/true), opaque(/*accessible=*/false);
+  const Trace want = RunScenario(*model, /*compress=*/true, &host);
   const Trace got = RunScenario(*model, /*compress=*/true, &opaque);
   ExpectSame(got, want);
   EXPECT_NE(want.kv[0], want.kv[1]);  // int8 is lossy: the cold tiers really ran
