@@ -374,7 +374,7 @@ void Engine::Impl::StartWrite(SessionState* s, bool move,
         job->hashes.push_back(i < static_cast<int64_t>(chain->size())
                                   ? (*chain)[static_cast<size_t>(i)]
                                   : cache::BlockHash{});
-      } else if (r.tier == StorageTier::kDevice && DeviceMemory() != nullptr) {
+      } else if (job->staged) {
         job->partial.resize(bytes.size());
         CopyBlockOut(bytes.data(), job->partial.data());
       } else {
