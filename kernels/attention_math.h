@@ -73,7 +73,7 @@ MNEMO_HD float SoftmaxOutput(float acc, float l) { return l == 0.0f ? 0.0f : acc
 // end. The boundaries depend only on the position, never on the batch, so a row's result
 // depends only on its own q, position, window and KV as long as n_splits * kAttnSplitKeys
 // covers its keys (true when n_splits is planned from an upper bound of kv_len).
-inline constexpr int kAttnSplitKeys = 512;
+inline constexpr int kAttnSplitKeys = 128;
 
 // The keys [*j0, *j1] of the row range [lo, hi] that split z handles (*j1 < *j0: none).
 MNEMO_HD void SplitKeyRange(int64_t lo, int64_t hi, int64_t z, int64_t n_splits, int64_t* j0,

@@ -2,6 +2,7 @@
 // The launch configurations and the split plan come from kernels/cuda/attention_launch.h;
 // the key ranges, KV addresses and softmax math from kernels/attention_math.h, shared with
 // the CPU code and its tests.
+#include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -81,18 +82,46 @@ __global__ void __launch_bounds__(cuda::kKvWriteThreads)
   arena[KvRowIndex(lay, table, p.layer, is_v, h, pos) + d] = F32ToKv<kF16>(x);
 }
 
-// Attention: one warp per (row, head, split) item (numbering in attention_launch.h). Lane
-// `lane` owns the head_dim elements d = lane + 32 * i. For each key of the split in
-// ascending position: score = WarpSum(q . k) (q pre-scaled, as the CPU fast path does),
-// then OnlineSoftmaxStep and acc = acc * alpha + p * v. scratch == nullptr: the output is
-// written directly (one split); else the state (acc, m, l) goes to the scratch.
+// The maximum over the warp, every lane the same bits (fmaxf is exact and commutative).
+__device__ __forceinline__ float WarpMax(float x) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    x = fmaxf(x, __shfl_xor_sync(kFullMask, x, offset));
+  }
+  return x;
+}
+
+// Loads 8 consecutive KV elements at `src` (16-byte aligned) as floats.
 template <bool kF16>
+__device__ __forceinline__ void Load8(const uint16_t* src, float* out) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    out[2 * i] = KvToF32<kF16>(static_cast<uint16_t>(w[i] & 0xffffu));
+    out[2 * i + 1] = KvToF32<kF16>(static_cast<uint16_t>(w[i] >> 16));
+  }
+}
+
+// Attention: one warp per (row, head, split) item (numbering in attention_launch.h). The
+// split's keys are taken kAttnKeyTile (= 32) at a time from its first key, lane t owning
+// key j0 + tile * 32 + t:
+//   1. each lane computes its key's score q . k (q pre-scaled, in shared memory; the dot
+//      product in element order, 8 elements at a time when kVec8);
+//   2. the tile's state: m_t = WarpMax(score), p_t = exp(score - m_t), l_t = WarpSum(p_t),
+//      acc_t[d] = sum over the tile's keys in order of p_t * v[d] (lane owns d = lane + 32i);
+//   3. the tile state is merged into the running one with MergeSoftmaxStates (the first
+//      tile is taken as it is).
+// A row's tiles depend only on its own key range, so its result is the same bits in any
+// batch. scratch == nullptr: the output is written directly (one split); else the state
+// (acc, m, l) goes to the scratch.
+template <bool kF16, bool kVec8>
 __global__ void __launch_bounds__(kAttendThreads)
     AttendKernel(const AttentionParams p, int64_t row0, int64_t rows, int64_t n_splits,
                  float* __restrict__ scratch) {
+  extern __shared__ __align__(16) unsigned char attend_shared[];  // AttendSharedBytes
   const int lane = static_cast<int>(threadIdx.x % kWarp);
-  const int64_t item =
-      static_cast<int64_t>(blockIdx.x) * cuda::kAttnWarpsPerBlock + threadIdx.x / kWarp;
+  const int warp = static_cast<int>(threadIdx.x / kWarp);
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * cuda::kAttnWarpsPerBlock + warp;
   if (item >= rows * p.n_heads * n_splits) return;  // whole warps leave together
   const int64_t z = item % n_splits;
   const int h = static_cast<int>((item / n_splits) % p.n_heads);
@@ -117,47 +146,96 @@ __global__ void __launch_bounds__(kAttendThreads)
                   &j0, &j1);
   }
   if (j0 <= j1) {
-    float q[kMaxPerLane];
+    float* qs = reinterpret_cast<float*>(attend_shared) + warp * hd;
+    uint16_t* vs = reinterpret_cast<uint16_t*>(reinterpret_cast<float*>(attend_shared) +
+                                               cuda::AttendSharedQueryFloats(hd)) +
+                   warp * cuda::kAttnKeyTile * hd;
     const float* qrow = p.q + r * p.ldq + int64_t{h} * hd;
-#pragma unroll
-    for (int i = 0; i < kMaxPerLane; ++i) {
-      const int d = lane + kWarp * i;
-      q[i] = d < hd ? qrow[d] * p.scale : 0.0f;
-    }
+    for (int d = lane; d < hd; d += kWarp) qs[d] = qrow[d] * p.scale;
+    __syncwarp();
     const int32_t* table = p.seqs.block_table + p.seqs.table_start[s];
     const int64_t n_blocks = p.seqs.table_start[s + 1] - p.seqs.table_start[s];
     const auto* arena = reinterpret_cast<const uint16_t*>(p.kv.base);
-    for (int64_t b = j0 / bt; b <= j1 / bt; ++b) {
-      const int64_t slot = b < n_blocks ? table[b] : -1;
-      if (slot < 0 || slot >= p.kv.n_slots) {  // a broken table: make the result loudly wrong
+    bool have = false;
+    for (int64_t t0 = j0; t0 <= j1; t0 += cuda::kAttnKeyTile) {
+      const int n = static_cast<int>(j1 - t0 + 1 < cuda::kAttnKeyTile ? j1 - t0 + 1
+                                                                       : cuda::kAttnKeyTile);
+      // 1. This lane's key: its V row copied to vs[lane] (asynchronously when kVec8), its
+      //    score computed meanwhile.
+      float score = -INFINITY;
+      bool broken = false;
+      __syncwarp();  // every lane is done reading the previous tile's vs
+      if (lane < n) {
+        const int64_t j = t0 + lane;
+        const int64_t b = j / bt;
+        const int64_t slot = b < n_blocks ? table[b] : -1;
+        if (slot < 0 || slot >= p.kv.n_slots) {
+          broken = true;
+        } else {
+          const int64_t row_off = (j % bt) * hd;
+          const uint16_t* k = arena + KvTileIndex(lay, slot, p.layer, 0, g) + row_off;
+          const uint16_t* v = arena + KvTileIndex(lay, slot, p.layer, 1, g) + row_off;
+          uint16_t* v_dst = vs + lane * hd;
+          if constexpr (kVec8) {
+            for (int d = 0; d < hd; d += 8) __pipeline_memcpy_async(v_dst + d, v + d, 16);
+            __pipeline_commit();
+          } else {
+            for (int d = 0; d < hd; ++d) v_dst[d] = v[d];
+          }
+          float dot = 0.0f;
+          if constexpr (kVec8) {
+            for (int d = 0; d < hd; d += 8) {
+              float kv8[8];
+              Load8<kF16>(k + d, kv8);
+#pragma unroll
+              for (int e = 0; e < 8; ++e) dot += qs[d + e] * kv8[e];
+            }
+          } else {
+            for (int d = 0; d < hd; ++d) dot += qs[d] * KvToF32<kF16>(k[d]);
+          }
+          score = dot;
+        }
+      }
+      if constexpr (kVec8) {
+        if (lane < n && !broken) __pipeline_wait_prior(0);
+      }
+      __syncwarp();  // the lanes' vs rows are visible to the whole warp
+      if (__any_sync(kFullMask, broken)) {  // a broken table: make the result loudly wrong
         m = l = NAN;
 #pragma unroll
         for (int i = 0; i < kMaxPerLane; ++i) acc[i] = NAN;
         break;
       }
-      const uint16_t* k_tile = arena + KvTileIndex(lay, slot, p.layer, 0, g);
-      const uint16_t* v_tile = arena + KvTileIndex(lay, slot, p.layer, 1, g);
-      const int64_t b0 = b * bt;
-      const int t0 = static_cast<int>((j0 > b0 ? j0 : b0) - b0);
-      const int t1 = static_cast<int>((j1 < b0 + bt - 1 ? j1 : b0 + bt - 1) - b0);
-      for (int t = t0; t <= t1; ++t) {
-        const uint16_t* k = k_tile + int64_t{t} * hd;
-        const uint16_t* v = v_tile + int64_t{t} * hd;
-        float part = 0.0f;
+      // 2. The tile's state.
+      const float m_t = WarpMax(score);
+      const float p_t = lane < n ? expf(score - m_t) : 0.0f;
+      const float l_t = WarpSum(p_t);
+      float acc_t[kMaxPerLane];
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) acc_t[i] = 0.0f;
+      for (int t = 0; t < n; ++t) {
+        const float w = __shfl_sync(kFullMask, p_t, t);
+        const uint16_t* v = vs + t * hd;
 #pragma unroll
         for (int i = 0; i < kMaxPerLane; ++i) {
           const int d = lane + kWarp * i;
-          if (d < hd) part += q[i] * KvToF32<kF16>(k[d]);
-        }
-        float alpha;
-        float w;
-        OnlineSoftmaxStep(WarpSum(part), &m, &l, &alpha, &w);
-#pragma unroll
-        for (int i = 0; i < kMaxPerLane; ++i) {
-          const int d = lane + kWarp * i;
-          if (d < hd) acc[i] = acc[i] * alpha + w * KvToF32<kF16>(v[d]);
+          if (d < hd) acc_t[i] += w * KvToF32<kF16>(v[d]);
         }
       }
+      // 3. Into the running state.
+      if (!have) {
+        m = m_t;
+        l = l_t;
+#pragma unroll
+        for (int i = 0; i < kMaxPerLane; ++i) acc[i] = acc_t[i];
+        have = true;
+        continue;
+      }
+      float scale_a;
+      float scale_b;
+      MergeSoftmaxStates(&m, &l, m_t, l_t, &scale_a, &scale_b);
+#pragma unroll
+      for (int i = 0; i < kMaxPerLane; ++i) acc[i] = acc[i] * scale_a + acc_t[i] * scale_b;
     }
   }
 
@@ -286,19 +364,30 @@ int CudaPagedAttention(const AttentionParams& p, int64_t total_rows, int64_t max
   }
   if (plan.rows_per_launch < 1) return cudaErrorInvalidValue;
 
+  // 16-byte key loads when every K row starts 16-byte aligned: head_dim a multiple of 8
+  // elements (every tile and row offset is a multiple of head_dim) and an aligned arena.
+  const bool vec8 = l.head_dim % 8 == 0 && Aligned(p.kv.base, 16);
   const auto s = static_cast<cudaStream_t>(stream);
   for (int64_t row0 = 0; row0 < total_rows; row0 += plan.rows_per_launch) {
     const int64_t rows =
         total_rows - row0 < plan.rows_per_launch ? total_rows - row0 : plan.rows_per_launch;
-    const cuda::LaunchConfig a = cuda::AttendLaunch(rows, p.n_heads, plan.n_splits);
+    const cuda::LaunchConfig a = cuda::AttendLaunch(rows, p.n_heads, plan.n_splits, l.head_dim);
+    int err = cudaSuccess;
+    auto launch = [&](auto kernel) {
+      if (a.shared_bytes > 48 * 1024) {
+        err = static_cast<int>(cudaFuncSetAttribute(
+            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(a.shared_bytes)));
+        if (err != cudaSuccess) return;
+      }
+      kernel<<<ToDim3(a.grid), ToDim3(a.block), static_cast<size_t>(a.shared_bytes), s>>>(
+          p, row0, rows, plan.n_splits, states);
+      err = static_cast<int>(cudaGetLastError());
+    };
     if (l.dtype == DType::kF16) {
-      AttendKernel<true>
-          <<<ToDim3(a.grid), ToDim3(a.block), 0, s>>>(p, row0, rows, plan.n_splits, states);
+      vec8 ? launch(AttendKernel<true, true>) : launch(AttendKernel<true, false>);
     } else {
-      AttendKernel<false>
-          <<<ToDim3(a.grid), ToDim3(a.block), 0, s>>>(p, row0, rows, plan.n_splits, states);
+      vec8 ? launch(AttendKernel<false, true>) : launch(AttendKernel<false, false>);
     }
-    int err = static_cast<int>(cudaGetLastError());
     if (err != cudaSuccess) return err;
     if (states == nullptr) continue;
     const cuda::LaunchConfig mc = cuda::MergeLaunch(rows, p.n_heads);

@@ -24,6 +24,8 @@
 namespace mnemo::kernels::cuda {
 
 inline constexpr int kAttnWarpsPerBlock = 4;
+// Keys per step of an attention warp: one per lane (AttendKernel).
+inline constexpr int kAttnKeyTile = 32;
 inline constexpr int kAttnMaxHeadDim = 256;  // each lane holds head_dim / 32 <= 8 elements
 inline constexpr int kAttnMergeThreads = 128;
 inline constexpr int kKvWriteThreads = 256;
@@ -52,10 +54,22 @@ inline int64_t AttentionScratchBytes(int64_t rows, int n_heads, int head_dim, in
          AttentionScratchBytesPerRow(n_heads, head_dim, max_kv_len);
 }
 
-inline LaunchConfig AttendLaunch(int64_t rows, int n_heads, int64_t n_splits) {
+// Dynamic shared memory of an attention block: per warp the pre-scaled query (head_dim
+// floats) and the V rows of one key tile (kAttnKeyTile * head_dim 16-bit elements), staged
+// there by asynchronous copies while the tile's scores are computed. Over 48 KiB
+// (head_dim > 176) the launcher raises the kernel's limit (opt-in).
+inline int64_t AttendSharedBytes(int head_dim) {
+  return int64_t{kAttnWarpsPerBlock} * head_dim * (4 + 2 * kAttnKeyTile);
+}
+MNEMO_HD int64_t AttendSharedQueryFloats(int head_dim) {
+  return int64_t{kAttnWarpsPerBlock} * head_dim;
+}
+
+inline LaunchConfig AttendLaunch(int64_t rows, int n_heads, int64_t n_splits, int head_dim) {
   LaunchConfig c;
   c.grid.x = CeilDiv(rows * n_heads * n_splits, kAttnWarpsPerBlock);
   c.block.x = int64_t{kAttnWarpsPerBlock} * 32;
+  c.shared_bytes = AttendSharedBytes(head_dim);
   return c;
 }
 

@@ -153,7 +153,8 @@ std::vector<AttnCase> Sweep() {
   for (const auto& s : shapes) {
     for (DType t : {DType::kF16, DType::kBF16}) {
       AttnCase c = ShapeCase(s, t);
-      // Decode rows, prefill chunks and full prefills; 513+ tokens span several splits.
+      // Decode rows, prefill chunks and full prefills; over kAttnSplitKeys (128) tokens span
+      // several splits.
       c.seqs = {{1, 1}, {17, 17}, {100, 1}, {513, 2}, {1500, 1}, {2600, 9}, {16, 16}, {1030, 1}};
       c.seed = seed++;
       c.kv_scale = seed % 3 == 0 ? 3.0f : 1.0f;
@@ -177,11 +178,12 @@ TEST(AttentionGpuTest, MatchesReferenceOverShapes) {
 TEST(AttentionGpuTest, ShortContextsUseNoScratch) {
   REQUIRE_CUDA_DEVICE();
   AttnCase c;
-  c.seqs = {{1, 1}, {15, 15}, {512, 3}, {200, 1}};
+  c.seqs = {{1, 1}, {15, 15}, {kAttnSplitKeys, 3}, {kAttnSplitKeys - 1, 1}};
   AttnFixture f(c);
   std::vector<float> host_out = f.NewOut();
-  ASSERT_EQ(cuda::AttentionSplits(512), 1);
-  const std::vector<float> got = RunOnDevice(f.Params(host_out.data()), 512, /*scratch=*/0);
+  ASSERT_EQ(cuda::AttentionSplits(kAttnSplitKeys), 1);
+  const std::vector<float> got =
+      RunOnDevice(f.Params(host_out.data()), kAttnSplitKeys, /*scratch=*/0);
   ExpectMatchesReference(f, got);
 }
 

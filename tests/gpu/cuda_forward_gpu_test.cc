@@ -178,7 +178,7 @@ std::vector<TokenId> Encode(const Model& model, const std::string& text) {
   return ids.empty() ? std::vector<TokenId>{1} : ids;
 }
 
-TEST(CudaForward, NoDeviceIsFailedPrecondition) {
+TEST(CudaForward, FailedPreconditionWithoutADevice) {
   if (kernels::CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
   auto model = OpenTestModel(Architecture::kLlama, DType::kF32);
   ASSERT_NE(model, nullptr);

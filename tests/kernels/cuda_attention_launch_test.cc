@@ -38,9 +38,13 @@ TEST(CudaAttentionLaunchTest, ConfigsFitBothArchitectures) {
             ASSERT_GE(plan.rows_per_launch, 1);
             ASSERT_LE(plan.rows_per_launch, rows);
             EXPECT_EQ(plan.rows_per_launch, std::min(rows, kAttnMaxRowsPerLaunch));
-            EXPECT_EQ(CheckLaunch(AttendLaunch(plan.rows_per_launch, n_heads, plan.n_splits), a),
+            const bool optin = AttendSharedBytes(head_dim) > a.max_shared_default_bytes;
+            EXPECT_EQ(CheckLaunch(
+                          AttendLaunch(plan.rows_per_launch, n_heads, plan.n_splits, head_dim), a,
+                          optin),
                       "");
-            EXPECT_EQ(CheckLaunch(AttendLaunch(1, n_heads, plan.n_splits), a), "");
+            EXPECT_EQ(CheckLaunch(AttendLaunch(1, n_heads, plan.n_splits, head_dim), a, optin),
+                      "");
             if (plan.n_splits > 1) {
               EXPECT_EQ(CheckLaunch(MergeLaunch(plan.rows_per_launch, n_heads), a), "");
               EXPECT_EQ(CheckLaunch(MergeLaunch(1, n_heads), a), "");
@@ -147,10 +151,12 @@ TEST(CudaAttentionLaunchTest, RowIndexFollowsTheBlockTable) {
   }
 }
 
-// A host model of the CUDA kernels: for each (row, head, split) the per-key online softmax
-// of AttendKernel (q pre-scaled, one key at a time), then MergeKernel's merge in split order.
-// It runs the same attention_math.h functions the device does (with host expf), so it
-// checks the split decomposition and the merge, not the device's last bits.
+// A host model of the CUDA kernels: for each (row, head, split) AttendKernel's key tiles
+// (kAttnKeyTile keys from the split's first key; the tile's state m_t = max score, l_t and
+// acc_t from exp(score - m_t); merged into the running state with MergeSoftmaxStates), then
+// MergeKernel's merge of the splits in split order. It runs the same attention_math.h
+// functions the device does (with host expf and another summation order inside a tile), so
+// it checks the tile and split decomposition and the merges, not the device's last bits.
 void ModelOfCudaAttention(const AttentionParams& p, int64_t max_kv_len) {
   const KvLayout& lay = p.kv.layout;
   const int hd = lay.head_dim;
@@ -158,7 +164,22 @@ void ModelOfCudaAttention(const AttentionParams& p, int64_t max_kv_len) {
   const int64_t n_splits = AttentionSplits(max_kv_len);
   const auto* arena = reinterpret_cast<const uint16_t*>(p.kv.base);
   auto to_f32 = [&](uint16_t x) { return lay.dtype == DType::kF16 ? F16ToF32(x) : BF16ToF32(x); };
-  std::vector<float> acc(hd), part(hd);
+  // Merges the state (mb, lb, accb) into (*m, *l, acc), or takes it when *have is false.
+  auto merge = [&](bool* have, float* m, float* l, std::vector<float>* acc, float mb, float lb,
+                   const std::vector<float>& accb) {
+    if (!*have) {
+      *m = mb;
+      *l = lb;
+      *acc = accb;
+      *have = true;
+      return;
+    }
+    float sa = 0.0f;
+    float sb = 0.0f;
+    MergeSoftmaxStates(m, l, mb, lb, &sa, &sb);
+    for (int d = 0; d < hd; ++d) (*acc)[d] = (*acc)[d] * sa + accb[d] * sb;
+  };
+  std::vector<float> acc(hd), part(hd), tile(hd), score(kAttnKeyTile);
   for (int s = 0; s < p.seqs.n_seqs; ++s) {
     const int32_t* table = p.seqs.block_table + p.seqs.table_start[s];
     for (int32_t r = p.seqs.q_start[s]; r < p.seqs.q_start[s + 1]; ++r) {
@@ -176,28 +197,28 @@ void ModelOfCudaAttention(const AttentionParams& p, int64_t max_kv_len) {
           if (j0 > j1) continue;
           float mz = -INFINITY;
           float lz = 0.0f;
-          std::fill(part.begin(), part.end(), 0.0f);
-          for (int64_t j = j0; j <= j1; ++j) {
-            const uint16_t* k = arena + KvRowIndex(lay, table, p.layer, 0, h / group, j);
-            const uint16_t* v = arena + KvRowIndex(lay, table, p.layer, 1, h / group, j);
-            float dot = 0.0f;
-            for (int d = 0; d < hd; ++d) dot += q[d] * p.scale * to_f32(k[d]);
-            float alpha = 0.0f;
-            float w = 0.0f;
-            OnlineSoftmaxStep(dot, &mz, &lz, &alpha, &w);
-            for (int d = 0; d < hd; ++d) part[d] = part[d] * alpha + w * to_f32(v[d]);
+          bool have_z = false;
+          for (int64_t t0 = j0; t0 <= j1; t0 += kAttnKeyTile) {
+            const int n = static_cast<int>(std::min<int64_t>(kAttnKeyTile, j1 - t0 + 1));
+            float mt = -INFINITY;
+            for (int t = 0; t < n; ++t) {
+              const uint16_t* k = arena + KvRowIndex(lay, table, p.layer, 0, h / group, t0 + t);
+              float dot = 0.0f;
+              for (int d = 0; d < hd; ++d) dot += q[d] * p.scale * to_f32(k[d]);
+              score[t] = dot;
+              mt = std::max(mt, dot);
+            }
+            float lt = 0.0f;
+            std::fill(tile.begin(), tile.end(), 0.0f);
+            for (int t = 0; t < n; ++t) {
+              const uint16_t* v = arena + KvRowIndex(lay, table, p.layer, 1, h / group, t0 + t);
+              const float w = std::exp(score[t] - mt);
+              lt += w;
+              for (int d = 0; d < hd; ++d) tile[d] += w * to_f32(v[d]);
+            }
+            merge(&have_z, &mz, &lz, &part, mt, lt, tile);
           }
-          if (!have) {
-            m = mz;
-            l = lz;
-            acc = part;
-            have = true;
-            continue;
-          }
-          float sa = 0.0f;
-          float sb = 0.0f;
-          MergeSoftmaxStates(&m, &l, mz, lz, &sa, &sb);
-          for (int d = 0; d < hd; ++d) acc[d] = acc[d] * sa + part[d] * sb;
+          merge(&have, &m, &l, &acc, mz, lz, part);
         }
         float* out = p.out + r * p.ldo + int64_t{h} * hd;
         for (int d = 0; d < hd; ++d) out[d] = have ? SoftmaxOutput(acc[d], l) : 0.0f;
