@@ -61,6 +61,29 @@ struct SessionTurn {
   int64_t message_start = 0;  // messages[message_start..] likewise
 };
 
+// Tokens [begin, end) of the history before a compaction.
+struct TokenRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+  int64_t size() const { return end - begin; }
+  friend bool operator==(const TokenRange&, const TokenRange&) = default;
+};
+
+// One compaction of the session's context (cache/compaction.h): when, by which policy, which
+// tokens of the history as it was then were dropped or summarized, and how far the tokens
+// after the last dropped range moved (position_shift, negative: towards 0).
+struct CompactionRecord {
+  int64_t unix_us = 0;
+  std::string policy;
+  std::vector<TokenRange> dropped;
+  std::vector<TokenRange> summarized;
+  int64_t position_shift = 0;
+  // The session's turns when it was compacted: rewinding to fewer is refused (their state
+  // is gone). 0 in records written before the field existed.
+  int64_t turns = 0;
+  friend bool operator==(const CompactionRecord&, const CompactionRecord&) = default;
+};
+
 // The KV of one sequence: history, blocks, and the chain hashes of its full blocks
 // (chain.size() <= table.n_tokens() / block_tokens).
 struct KvSequence {
@@ -84,6 +107,10 @@ struct SessionState {
   std::vector<SessionMessage> messages;  // the chat transcript (empty for raw-token use)
   std::array<uint64_t, 4> rng_state{};   // the sampler's Rng after the last turn (0: none yet)
   std::string metadata;                  // opaque client blob
+  // Every compaction, oldest first. A compacted session's KV past its chain is not what a
+  // fresh computation of its tokens would give (re-rotated keys that attended to dropped
+  // tokens), so such a session never publishes blocks (cache/compaction.h).
+  std::vector<CompactionRecord> compaction_log;
   absl::Time created;
   absl::Time last_used;
   absl::Duration ttl = absl::InfiniteDuration();  // idle time after which it expires

@@ -182,6 +182,11 @@ absl::Status ValidateRecord(const SessionRecord& r) {
   for (size_t i = 0; i < r.compaction_log.size(); ++i) {
     if (absl::Status s = ValidateRanges(r.compaction_log[i].dropped, i); !s.ok()) return s;
     if (absl::Status s = ValidateRanges(r.compaction_log[i].summarized, i); !s.ok()) return s;
+    if (r.compaction_log[i].turns < 0 ||
+        r.compaction_log[i].turns > static_cast<int64_t>(r.turns.size())) {
+      return Invalid("compaction entry ", i, " records ", r.compaction_log[i].turns,
+                     " turns (the session has ", r.turns.size(), ")");
+    }
   }
   return absl::OkStatus();
 }
@@ -218,7 +223,7 @@ absl::StatusOr<std::string> SerializeManifest(const SessionRecord& r) {
     const auto dropped = ranges(c.dropped);
     const auto summarized = ranges(c.summarized);
     log.push_back(fb::CreateCompactionEntry(fbb, c.unix_us, fbb.CreateString(c.policy), dropped,
-                                            summarized, c.position_shift));
+                                            summarized, c.position_shift, c.turns));
   }
   const auto log_off = fbb.CreateVector(log);
   std::vector<fb::BlockRef> blocks;
@@ -349,6 +354,7 @@ absl::StatusOr<SessionRecord> ParseManifest(std::span<const uint8_t> file, std::
         c.summarized.push_back({t.begin(), t.end()});
       });
       c.position_shift = e->position_shift();
+      c.turns = e->turns();
       r.compaction_log.push_back(std::move(c));
     }
   }

@@ -56,24 +56,6 @@ struct DiskBlock {
   friend bool operator==(const DiskBlock&, const DiskBlock&) = default;
 };
 
-// Tokens [begin, end) of the history before a compaction.
-struct TokenRange {
-  int64_t begin = 0;
-  int64_t end = 0;
-  friend bool operator==(const TokenRange&, const TokenRange&) = default;
-};
-
-// One compaction of the session's context. Unused until the compaction issue; kept in the
-// format from version 1 so that adding it needs no version bump.
-struct CompactionRecord {
-  int64_t unix_us = 0;
-  std::string policy;
-  std::vector<TokenRange> dropped;
-  std::vector<TokenRange> summarized;
-  int64_t position_shift = 0;
-  friend bool operator==(const CompactionRecord&, const CompactionRecord&) = default;
-};
-
 // Everything a manifest holds. Times are microseconds since the Unix epoch.
 struct SessionRecord {
   SessionId id;

@@ -58,6 +58,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model,
   if (opts.kv_dtype != kernels::DType::kF16 && opts.kv_dtype != kernels::DType::kBF16) {
     return absl::InvalidArgumentError("KV dtype must be f16 or bf16");
   }
+  if (absl::Status st = cache::ValidateCompactionOptions(opts.compaction); !st.ok()) return st;
   auto impl = std::make_unique<Impl>();
   impl->model = &model;
   impl->opts = opts;
@@ -206,6 +207,10 @@ SessionInfo Engine::Impl::Info(const SessionState& s) {
     info.host_byte_seconds = r.byte_seconds[1];
     info.disk_byte_seconds = r.byte_seconds[2];
   }
+  info.compaction_policy = CompactionFor(s, nullptr).policy;
+  info.compactions = static_cast<int64_t>(s.compaction_log.size());
+  info.compacted_tokens = cache::CompactedTokens(s.compaction_log);
+  info.rewind_floor = cache::RewindFloor(s.compaction_log);
   return info;
 }
 
@@ -338,12 +343,10 @@ absl::Status Engine::Impl::StartTurn(Seq& seq) {
   }
   const int64_t history = static_cast<int64_t>(s->kv.tokens.size());
   const int64_t n = history + static_cast<int64_t>(delta.size());
-  const int64_t max_tokens = seq.params.stop.max_tokens;
-  if (n + std::max<int64_t>(max_tokens, 1) > ctx || (n == 0 && seq.generate)) {
-    if (n == 0) return absl::InvalidArgumentError("the turn is empty");
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the turn would overflow the context: ", history, " tokens of history + ", delta.size(),
-        " new + max_tokens ", std::max<int64_t>(max_tokens, 1), " > context length ", ctx));
+  if (n == 0 && seq.generate) return absl::InvalidArgumentError("the turn is empty");
+  if (absl::Status st = PlanTurnCompaction(seq, history, static_cast<int64_t>(delta.size()));
+      !st.ok()) {
+    return st;
   }
   seq.rollback_tokens = history;
   seq.rollback_turns = s->turns.size();
@@ -533,6 +536,7 @@ void Engine::Impl::Preempt(Seq* raw) {
 // history (the blocks are taken chunk by chunk, PlanChunk); false (and nothing held beyond
 // what it held before) when it has not.
 bool Engine::Impl::Admit(Seq& seq) {
+  if (!CompactForTurn(seq)) return false;
   KvSequence& kv = seq.kv();
   const int64_t bt = opts.block_tokens;
   const int64_t before = kv.table.n_tokens();
@@ -701,7 +705,8 @@ void Engine::Impl::Step() {
       KvSequence& kv = seq.kv();
       tenant_served[seq.tenant] += static_cast<double>(work[j].take);
       stats.tokens_computed += work[j].take;
-      if (opts.prefix_cache) {
+      // A compacted session's KV is not a function of its tokens: never published.
+      if (opts.prefix_cache && (seq.session == nullptr || seq.session->compaction_log.empty())) {
         cache::PublishFullBlocks(*pool, seq.ns, kv.tokens, kv.table, kv.chain);
       }
       if (entries[j].logits == LogitRows::kNone) {

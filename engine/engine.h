@@ -47,6 +47,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "cache/arena_memory.h"
+#include "cache/compaction.h"
 #include "engine/forward/forward.h"
 #include "engine/model/chat_template.h"
 #include "engine/model/model.h"
@@ -138,6 +139,10 @@ struct EngineOptions {
   // Every file operation of the state directory goes through this (not owned; nullptr: the
   // real file system). Fault-injection tests pass a cache::FaultInjectingFileOps.
   cache::FileOps* file_ops = nullptr;
+
+  // Sessions' default context compaction (cache/compaction.h, docs/compaction.md): policy
+  // none refuses a turn that would overflow the context.
+  cache::CompactionOptions compaction;
 };
 
 // A turn of a session (Continue) or a stateless request (Generate). Exactly one of
@@ -159,6 +164,9 @@ struct TurnParams {
   // reseed the turn starts from sampling.seed instead. Stateless requests always use
   // sampling.seed.
   bool reseed = false;
+  // Sessions only: this turn's compaction options instead of the session's (e.g. the
+  // server's `truncation: "auto"`).
+  std::optional<cache::CompactionOptions> compaction;
 };
 
 struct SessionParams {
@@ -170,12 +178,16 @@ struct SessionParams {
   uint64_t seed = 0;                     // seeds the session's sampling RNG
   std::optional<Durability> durability;  // nullopt: EngineOptions::durability
   Retention retention;
+  // nullopt: EngineOptions::compaction. Kept in memory: after a restart a session read from
+  // the state directory gets the engine's default.
+  std::optional<cache::CompactionOptions> compaction;
 };
 
 struct Usage {
   int64_t prompt_tokens = 0;      // tokens the turn fed to the model (new history + prompt)
   int64_t cached_tokens = 0;      // of those, tokens whose KV was reused (session or prefix)
   int64_t completion_tokens = 0;  // tokens sampled
+  int64_t compacted_tokens = 0;   // history tokens a compaction before the turn dropped
 };
 
 // A piece of a streamed reply.
@@ -252,6 +264,13 @@ struct SessionInfo {
   double device_byte_seconds = 0.0;
   double host_byte_seconds = 0.0;
   double disk_byte_seconds = 0.0;
+  // Context compaction: the policy its turns use, how often it was compacted and how many
+  // history tokens that dropped, and the fewest turns a rewind may keep (the state of
+  // earlier turns is gone).
+  cache::CompactionPolicy compaction_policy = cache::CompactionPolicy::kNone;
+  int64_t compactions = 0;
+  int64_t compacted_tokens = 0;
+  int64_t rewind_floor = 0;
 };
 
 // What startup found in the state directory.
@@ -314,6 +333,8 @@ struct EngineStats {
   double write_lag_max_seconds = 0.0;
   int64_t write_failures = 0;  // durable writes that failed
   int64_t parked = 0;          // requests waiting for their session's restore (now)
+  int64_t compactions = 0;      // sessions' contexts compacted
+  int64_t compacted_tokens = 0; // history tokens those compactions dropped
 };
 
 class Engine {
@@ -337,8 +358,17 @@ class Engine {
   absl::StatusOr<SessionInfo> Fork(std::string_view tenant, std::string_view session_id,
                                    std::optional<int64_t> turns = std::nullopt);
   // Keeps the first `turns` turns (0 <= turns <= n_turns; 0 leaves an empty session) and
-  // frees the KV past them. FailedPrecondition while a turn is in flight.
+  // frees the KV past them. FailedPrecondition while a turn is in flight, or when `turns` is
+  // below the session's rewind floor (a compaction since dropped that state).
   absl::Status Rewind(std::string_view tenant, std::string_view session_id, int64_t turns);
+  // Compacts an idle session's context now (docs/compaction.md): with `policy` (nullopt:
+  // the session's), keeping `keep_tokens` of its history (nullopt: the policy's
+  // target_fraction of it). InvalidArgument for policy none or a keep that drops nothing;
+  // FailedPrecondition while a turn is in flight; ResourceExhausted when no KV block is
+  // free for the compacted copy.
+  absl::StatusOr<SessionInfo> Compact(std::string_view tenant, std::string_view session_id,
+                                      std::optional<cache::CompactionPolicy> policy = std::nullopt,
+                                      std::optional<int64_t> keep_tokens = std::nullopt);
   absl::StatusOr<std::string> GetMetadata(std::string_view tenant, std::string_view session_id);
   absl::Status SetMetadata(std::string_view tenant, std::string_view session_id,
                            std::string metadata);

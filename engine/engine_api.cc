@@ -21,6 +21,9 @@ absl::Status ValidateTurn(const TurnParams& p, int vocab) {
     }
   }
   if (absl::Status s = p.sampling.Validate(vocab); !s.ok()) return s;
+  if (p.compaction) {
+    if (absl::Status s = cache::ValidateCompactionOptions(*p.compaction); !s.ok()) return s;
+  }
   return p.stop.Validate();
 }
 
@@ -38,6 +41,9 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(std::string_view tenant,
   }
   if (params.retention.pin < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("retention.pin must not be negative");
+  }
+  if (params.compaction) {
+    if (absl::Status s = cache::ValidateCompactionOptions(*params.compaction); !s.ok()) return s;
   }
   std::shared_ptr<ResponseStream::State> prefill_done;
   absl::StatusOr<SessionInfo> info = m.Call([&]() -> absl::StatusOr<SessionInfo> {
@@ -80,6 +86,7 @@ absl::StatusOr<SessionInfo> Engine::CreateSession(std::string_view tenant,
     m.stats.sessions = static_cast<int64_t>(m.sessions.size());
     Residency& r = m.Res(*raw);
     r.durability = durability;
+    r.compaction = params.compaction;
     m.ApplyRetention(raw, params.retention);
     if (prefill) {
       prefill->session = raw;
@@ -252,6 +259,7 @@ absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s,
     f->messages = s.messages;
     f->rng_state = s.rng_state;
     f->metadata = s.metadata;
+    f->compaction_log = s.compaction_log;
     f->created = f->last_used = m.Now();
     f->ttl = s.ttl;
     if (keep < n_turns) {
@@ -262,6 +270,7 @@ absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s,
     SessionState* raw = m.sessions.Insert(std::move(f));
     m.stats.sessions = static_cast<int64_t>(m.sessions.size());
     m.Res(*raw).durability = m.Res(s).durability;
+    m.Res(*raw).compaction = m.Res(s).compaction;
     m.ApplyRetention(raw, m.Res(s).retention);
     m.MaybeWrite(raw, /*force=*/false);
     return m.Info(*raw);
@@ -298,6 +307,11 @@ absl::Status Engine::Impl::RewindNow(SessionState* s, int64_t turns, std::string
           absl::StrCat("turns must be in [0, ", n_turns, "], got ", turns));
     }
     if (turns == n_turns) return absl::OkStatus();
+    if (const int64_t floor = cache::RewindFloor(st.compaction_log); turns < floor) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot rewind session ", AsAbsl(session_id), " to ", turns,
+          " turns: it was compacted after ", floor, " turns and the earlier state is gone"));
+    }
     const cache::SessionTurn at = st.turns[static_cast<size_t>(turns)];
     m.TruncateHistory(&st, at.token_start);
     st.messages.resize(static_cast<size_t>(at.message_start));

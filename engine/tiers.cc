@@ -116,6 +116,7 @@ void Engine::Impl::RegisterRecord(cache::SessionRecord rec, std::string_view ten
   s->messages = std::move(rec.messages);
   s->rng_state = rec.rng_state;
   s->metadata = std::move(rec.metadata);
+  s->compaction_log = std::move(rec.compaction_log);
   s->created = absl::FromUnixMicros(rec.created_unix_us);
   s->last_used = absl::FromUnixMicros(rec.last_used_unix_us);
   s->ttl = rec.ttl_us < 0 ? absl::InfiniteDuration() : absl::Microseconds(rec.ttl_us);
@@ -154,6 +155,7 @@ cache::SessionRecord Engine::Impl::MakeRecord(const SessionState& s) const {
   r.messages = s.messages;
   r.rng_state = s.rng_state;
   r.metadata = s.metadata;
+  r.compaction_log = s.compaction_log;
   r.created_unix_us = UnixUs(s.created);
   r.last_used_unix_us = UnixUs(s.last_used);
   r.ttl_us = s.ttl == absl::InfiniteDuration() ? -1 : absl::ToInt64Microseconds(s.ttl);

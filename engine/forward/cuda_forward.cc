@@ -304,6 +304,7 @@ class CudaForward : public ForwardPass {
   const ModelConfig& config() const override { return config_; }
   const Device& device() const override { return device_; }
   cache::ArenaMemory* kv_memory() override { return arena_memory_.get(); }
+  const kernels::RopeTable& rope_table() const override { return rope_; }
   cache::HostArenaAllocator* host_allocator() override { return &pinned_; }
   uint64_t kv_capacity_bytes() const override { return arena_memory_->capacity(); }
   absl::Status Forward(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch,
@@ -324,6 +325,7 @@ class CudaForward : public ForwardPass {
   ModelConfig config_;
   Device device_;
   float rope_mscale_ = 1.0f;
+  kernels::RopeTable rope_;  // host copy (rope_table())
   int rotary_dims_ = 0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<kernels::cuda::DevicePool> pool_;
@@ -400,6 +402,7 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CudaForward::Create(const Model& mo
   const ModelConfig& c = f->config_;
   const kernels::RopeTable rope = ModelRopeTable(c, w);
   f->rope_mscale_ = rope.mscale;
+  f->rope_ = rope;
   f->rotary_dims_ = c.rope.rotary_dims;
 
   Uploader up;

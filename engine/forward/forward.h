@@ -122,6 +122,8 @@ class ForwardPass {
   // Bytes of KV arena kv_memory() can provide (the device memory plan's KV region); 0: no
   // fixed limit (host RAM: the caller's budget decides).
   virtual uint64_t kv_capacity_bytes() const { return 0; }
+  // The rotary embedding's frequencies (ModelRopeTable), for re-rotating stored keys.
+  virtual const kernels::RopeTable& rope_table() const = 0;
 
   // The KV block layout this model needs (kv_dtype: kF16 or kBF16).
   kernels::KvLayout KvLayoutFor(kernels::DType kv_dtype, int block_tokens = 16) const {

@@ -70,6 +70,9 @@ class LlamaForward : public ForwardPass {
   Device device_;
   int threads_ = 1;
   kernels::RopeTable rope_;
+
+ public:
+  const kernels::RopeTable& rope_table() const override { return rope_; }
   std::unique_ptr<Scratch> scratch_;
   const Ops* ops_ = nullptr;
 };

@@ -113,6 +113,9 @@ struct Seq {
   size_t rollback_messages = 0;
 
   int64_t n_prompt = 0;  // history length when generation starts
+  // History tokens to keep by compacting the session when the turn is admitted (its KV is
+  // then on the device tier); 0: no compaction (PlanTurnCompaction).
+  int64_t compact_keep = 0;
   bool admitted_once = false;
   bool running = false;
   Sampler sampler;
@@ -254,6 +257,21 @@ struct Engine::Impl {
                                                   std::span<const ChatMessage> messages,
                                                   bool add_generation_prompt) const;
   absl::Status StartTurn(Seq& seq);  // appends the turn to its session; Status: nothing changed
+
+  // Compaction (engine/compaction.cc).
+  cache::CompactionOptions CompactionFor(const SessionState& s, const TurnParams* turn) const;
+  // Whether the turn (history + n_delta new tokens) triggers a compaction: sets
+  // seq.compact_keep. InvalidArgument when it cannot fit the context even compacted.
+  absl::Status PlanTurnCompaction(Seq& seq, int64_t history, int64_t n_delta);
+  // Compacts `s` (resident) to `keep` history tokens, never dropping tokens from
+  // `protect_from` on; logs it with `turns_seen` as the rewind floor. Returns the tokens
+  // dropped; on an error nothing changed.
+  absl::StatusOr<int64_t> CompactSession(SessionState* s, const cache::CompactionOptions& o,
+                                         int64_t keep, int64_t protect_from, int64_t turns_seen);
+  absl::Status RewriteKvWindow(SessionState* s, cache::TokenRange cut);
+  // Runs the compaction PlanTurnCompaction planned for `seq`, once; false when it must wait
+  // for free blocks.
+  bool CompactForTurn(Seq& seq);
   void Enqueue(std::unique_ptr<Seq> seq);
   void StartNextTurn(const SessionId& id);
   void Finish(Seq* seq, absl::Status status);

@@ -82,6 +82,7 @@ struct Residency {
 
   Durability durability = Durability::kAsync;
   Retention retention;
+  std::optional<cache::CompactionOptions> compaction;  // nullopt: the engine's default
   absl::Time pinned_until = absl::InfinitePast();
 
   bool io_busy = false;       // an I/O job on this session is in flight

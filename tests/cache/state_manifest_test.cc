@@ -112,6 +112,7 @@ TEST(StateManifestTest, ValidateRecordNamesTheBrokenField) {
        [](SessionRecord& r) {
          r.compaction_log[0].dropped[0] = {5, 4};
        }},
+      {"records 3 turns", [](SessionRecord& r) { r.compaction_log[0].turns = 3; }},
   };
   for (const Case& c : cases) {
     SessionRecord r = good;

@@ -72,7 +72,7 @@ inline SessionRecord FullRecord(const SessionId& id, std::vector<DiskBlock> bloc
   r.created_unix_us = 1700000000000000;
   r.last_used_unix_us = 1700000123456789;
   r.ttl_us = 3600000000;
-  r.compaction_log = {{1700000100000000, "drop-middle", {{4, 8}}, {{8, 12}, {12, 13}}, -4}};
+  r.compaction_log = {{1700000100000000, "drop-middle", {{4, 8}}, {{8, 12}, {12, 13}}, -4, 1}};
   for (size_t i = 0; i < blocks.size(); ++i) {
     if (i % 2 == 0) blocks[i].hash = {0x1111 * (i + 1), 0x2222 * (i + 1)};
   }

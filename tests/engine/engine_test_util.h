@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -92,6 +93,26 @@ inline std::vector<TokenId> Tokens(Engine& e, std::string_view tenant, const std
   auto t = e.SessionTokens(tenant, id);
   EXPECT_TRUE(t.ok()) << t.status();
   return t.ok() ? *t : std::vector<TokenId>{};
+}
+
+inline SessionInfo Info(Engine& e, std::string_view tenant, const std::string& id) {
+  auto info = e.GetSession(tenant, id);
+  EXPECT_TRUE(info.ok()) << info.status();
+  return info.ok() ? *info : SessionInfo{};
+}
+
+// The first byte where `a` and `b` differ (the shorter length if one is a prefix); -1 when
+// equal. (Comparing KV bytes with EXPECT_EQ would print megabytes on a failure.)
+inline int64_t FirstDiff(const std::string& a, const std::string& b) {
+  const auto [ia, ib] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+  if (ia == a.end() && ib == b.end()) return -1;
+  return ia - a.begin();
+}
+
+inline std::string KvBytes(Engine& e, std::string_view tenant, const std::string& id) {
+  auto b = e.SessionKvBytes(tenant, id);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? *b : "";
 }
 
 }  // namespace mnemo::engine

@@ -34,26 +34,6 @@ EngineOptions TierOptions(const std::string& state_dir, uint64_t host_budget = 6
   return o;
 }
 
-SessionInfo Info(Engine& e, std::string_view tenant, const std::string& id) {
-  auto info = e.GetSession(tenant, id);
-  EXPECT_TRUE(info.ok()) << info.status();
-  return info.ok() ? *info : SessionInfo{};
-}
-
-// The first byte where `a` and `b` differ (the shorter length if one is a prefix); -1 when
-// equal. (Comparing KV bytes with EXPECT_EQ would print megabytes on a failure.)
-int64_t FirstDiff(const std::string& a, const std::string& b) {
-  const auto [ia, ib] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
-  if (ia == a.end() && ib == b.end()) return -1;
-  return ia - a.begin();
-}
-
-std::string KvBytes(Engine& e, std::string_view tenant, const std::string& id) {
-  auto b = e.SessionKvBytes(tenant, id);
-  EXPECT_TRUE(b.ok()) << b.status();
-  return b.ok() ? *b : "";
-}
-
 // Device -> host -> device -> disk -> device -> host -> disk -> device: the KV comes back
 // byte for byte, and the next turn equals that of a session that never left.
 TEST(Tiers, RoundTripsAreByteIdenticalAndContinueTokenIdentically) {

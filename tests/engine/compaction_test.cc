@@ -1,0 +1,276 @@
+// Context compaction in the Engine (cache/compaction.h, engine/compaction.cc,
+// docs/compaction.md): the kept tokens, the re-rotated keys against keys computed directly
+// at the new positions, block accounting, triggers, the rewind floor, and compacted sessions
+// through fork, the tiers, export/import and a restart.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cache/compaction.h"
+#include "engine/engine.h"
+#include "kernels/attention.h"
+#include "kernels/half.h"
+#include "tests/engine/engine_test_util.h"
+#include "tests/test_util.h"
+
+namespace mnemo::engine {
+namespace {
+
+using cache::CompactionPolicy;
+using ::testing::HasSubstr;
+
+constexpr int kCtx = 256;
+
+EngineOptions WindowOptions(EngineOptions o = {}) {
+  o.compaction.policy = CompactionPolicy::kWindow;
+  o.compaction.sink_tokens = 4;
+  o.compaction.target_fraction = 0.5;
+  return o;
+}
+
+// A session holding `tokens` with their KV (a turn that samples nothing).
+std::string SessionWith(Engine& e, const std::vector<TokenId>& tokens) {
+  const std::string id = NewSession(e, "t");
+  const TurnResult r = Await(e.Continue("t", id, TokenTurn(tokens, 0)));
+  EXPECT_TRUE(r.status.ok()) << r.status;
+  return id;
+}
+
+std::vector<TokenId> Window(const std::vector<TokenId>& all, int sinks, int keep) {
+  std::vector<TokenId> want(all.begin(), all.begin() + sinks);
+  want.insert(want.end(), all.end() - (keep - sinks), all.end());
+  return want;
+}
+
+kernels::KvLayout LayoutOf(const Model& model) {
+  const ModelConfig& c = model.config();
+  return {.n_layers = c.n_layers,
+          .n_kv_heads = c.n_kv_heads,
+          .head_dim = c.head_dim,
+          .block_tokens = 16,
+          .dtype = kernels::DType::kF16};
+}
+
+// Head `h`'s row of token `p` (layer, K or V) from SessionKvBytes's blocks.
+std::vector<float> Row(const std::string& kv, const kernels::KvLayout& lay, int layer, int is_v,
+                       int h, int64_t p) {
+  const auto* elems = reinterpret_cast<const uint16_t*>(kv.data()) +
+                      (p / lay.block_tokens) * lay.block_elems() +
+                      lay.ElemOffset(layer, is_v, h, static_cast<int>(p % lay.block_tokens));
+  std::vector<float> out(static_cast<size_t>(lay.head_dim));
+  for (int d = 0; d < lay.head_dim; ++d) out[static_cast<size_t>(d)] = kernels::F16ToF32(elems[d]);
+  return out;
+}
+
+// The kept set is exactly sinks + the most recent tokens; layer 0's keys of the moved tokens
+// (which depend only on the token and its position) equal the keys computed directly at the
+// new positions within f16 rounding; layer 0's values and every layer's sink rows are the
+// same bits.
+TEST(Compaction, WindowKeepsSinksAndRecentAndReRotatesKeys) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto e = MakeEngine(*model, WindowOptions());
+  const std::vector<TokenId> all = testing::SomeTokens(200, kTestModelVocabSize, 7);
+  const std::string id = SessionWith(*e, all);
+  auto info = e->Compact("t", id, std::nullopt, 60);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->n_tokens, 60);
+  EXPECT_EQ(info->kv_tokens, 60);
+  EXPECT_EQ(info->compactions, 1);
+  EXPECT_EQ(info->compacted_tokens, 140);
+  const std::vector<TokenId> want = Window(all, 4, 60);
+  EXPECT_EQ(Tokens(*e, "t", id), want);
+
+  const std::string direct = SessionWith(*e, want);
+  const std::string kc = KvBytes(*e, "t", id);
+  const std::string kd = KvBytes(*e, "t", direct);
+  ASSERT_EQ(kc.size(), kd.size());
+  const kernels::KvLayout lay = LayoutOf(*model);
+  double worst = 0.0;
+  for (int64_t p = 0; p < 60; ++p) {
+    for (int h = 0; h < lay.n_kv_heads; ++h) {
+      const std::vector<float> kcomp = Row(kc, lay, 0, 0, h, p);
+      const std::vector<float> kdir = Row(kd, lay, 0, 0, h, p);
+      float scale = 0.0f;
+      for (float x : kdir) scale = std::max(scale, std::fabs(x));
+      for (int d = 0; d < lay.head_dim; ++d) {
+        worst = std::max(worst, static_cast<double>(std::fabs(kcomp[d] - kdir[d]) / scale));
+      }
+      EXPECT_EQ(Row(kc, lay, 0, 1, h, p), Row(kd, lay, 0, 1, h, p)) << "V, token " << p;
+      if (p < 4) {
+        for (int layer = 0; layer < lay.n_layers; ++layer) {
+          EXPECT_EQ(Row(kc, lay, layer, 0, h, p), Row(kd, lay, layer, 0, h, p)) << "sink " << p;
+        }
+      }
+    }
+  }
+  // Two f16 roundings (2^-11 each) and the f32 rotation.
+  EXPECT_LT(worst, 2e-3) << "re-rotated keys vs keys at the new positions";
+  EXPECT_TRUE(e->CheckInvariants().ok());
+}
+
+// After a compaction the session holds exactly ceil(kept / block_tokens) blocks, the old ones
+// are released, and deleting it leaves no block in use.
+TEST(Compaction, BlocksAreAccountedExactly) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto e = MakeEngine(*model, WindowOptions());
+  const std::string id = SessionWith(*e, testing::SomeTokens(230, kTestModelVocabSize, 3));
+  EXPECT_EQ(e->Stats().blocks_in_use, (230 + 15) / 16);
+  auto info = e->Compact("t", id, std::nullopt, 70);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(e->Stats().blocks_in_use, (70 + 15) / 16);
+  EXPECT_EQ(info->kv_bytes, (70 + 15) / 16 * e->block_bytes());
+  EXPECT_TRUE(e->CheckInvariants().ok());
+  ASSERT_TRUE(e->DeleteSession("t", id).ok());
+  EXPECT_EQ(e->Stats().blocks_in_use, 0);
+}
+
+// A session fed ten times the context length in turns runs to the end: turns that would
+// overflow compact first, the history stays within the context, the invariants hold.
+TEST(Compaction, TenTimesTheContextRunsToTheEnd) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto e = MakeEngine(*model, WindowOptions());
+  const std::string id = NewSession(*e, "t");
+  int64_t fed = 0;
+  int compacting_turns = 0;
+  for (uint32_t turn = 0; fed < 10 * kCtx; ++turn) {
+    const std::vector<TokenId> delta = testing::SomeTokens(40, kTestModelVocabSize, 100 + turn);
+    const TurnResult r = Await(e->Continue("t", id, TokenTurn(delta, 8)));
+    ASSERT_TRUE(r.status.ok()) << "turn " << turn << ": " << r.status;
+    EXPECT_GE(r.ids.size(), 1u);  // (an end-of-text token may end a reply early)
+    compacting_turns += r.usage.compacted_tokens > 0;
+    fed += 40 + 8;
+    const SessionInfo info = Info(*e, "t", id);
+    ASSERT_LE(info.n_tokens, kCtx);
+  }
+  const SessionInfo info = Info(*e, "t", id);
+  EXPECT_GE(compacting_turns, 5);
+  EXPECT_EQ(info.compactions, compacting_turns);
+  EXPECT_EQ(e->Stats().compactions, compacting_turns);
+  EXPECT_TRUE(e->CheckInvariants().ok());
+}
+
+// Policy none: the overflowing turn is refused, saying why, and the session is unchanged.
+TEST(Compaction, NoneRefusesTheOverflowingTurn) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto e = MakeEngine(*model);
+  const std::string id = SessionWith(*e, testing::SomeTokens(250, kTestModelVocabSize, 5));
+  auto st = e->Continue("t", id, TokenTurn(testing::SomeTokens(10, kTestModelVocabSize, 6), 4));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.status().message(), HasSubstr("compaction policy none"));
+  EXPECT_EQ(Info(*e, "t", id).n_tokens, 250);
+  EXPECT_EQ(e->Compact("t", id).status().code(), absl::StatusCode::kInvalidArgument);
+  // A turn may ask for compaction itself (the server's truncation: "auto").
+  TurnParams p = TokenTurn(testing::SomeTokens(10, kTestModelVocabSize, 6), 4);
+  p.compaction = cache::CompactionOptions{.policy = CompactionPolicy::kWindow};
+  const TurnResult r = Await(e->Continue("t", id, p));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_GT(r.usage.compacted_tokens, 0);
+}
+
+// A token trigger below the context compacts to target_fraction of it, and the compaction is
+// the rewind floor: earlier turns' state is refused, later ones still rewind.
+TEST(Compaction, TokenTriggerAndRewindFloor) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  EngineOptions o = WindowOptions();
+  o.compaction.trigger_tokens = 100;
+  auto e = MakeEngine(*model, o);
+  const std::string id = NewSession(*e, "t");
+  int64_t compacted_at = -1;
+  for (uint32_t turn = 0; turn < 6; ++turn) {
+    const TurnResult r = Await(
+        e->Continue("t", id, TokenTurn(testing::SomeTokens(30, kTestModelVocabSize, turn), 2)));
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    if (r.usage.compacted_tokens > 0 && compacted_at < 0) {
+      compacted_at = r.turn;
+      EXPECT_LE(Info(*e, "t", id).n_tokens, 50 + 2);  // 0.5 * 100 kept, then the reply
+    }
+  }
+  ASSERT_GE(compacted_at, 1);
+  const SessionInfo info = Info(*e, "t", id);
+  EXPECT_GE(info.rewind_floor, compacted_at);
+  const absl::Status refused = e->Rewind("t", id, info.rewind_floor - 1);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.message(), HasSubstr("compacted"));
+  ASSERT_TRUE(e->Rewind("t", id, info.rewind_floor).ok());
+  EXPECT_TRUE(e->CheckInvariants().ok());
+}
+
+// Compacted blocks are never published: a stateless request for the compacted tokens finds
+// none of them in the prefix index.
+TEST(Compaction, CompactedBlocksAreNeverPublished) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto e = MakeEngine(*model, WindowOptions());
+  const std::string id = SessionWith(*e, testing::SomeTokens(200, kTestModelVocabSize, 9));
+  ASSERT_TRUE(e->Compact("t", id, std::nullopt, 64).ok());
+  ASSERT_TRUE(
+      Await(e->Continue("t", id, TokenTurn(testing::SomeTokens(40, kTestModelVocabSize, 10), 2)))
+          .status.ok());
+  std::vector<TokenId> tokens = Tokens(*e, "t", id);
+  tokens.resize(96);
+  TurnParams p = TokenTurn(tokens, 1);
+  const TurnResult r = Await(e->Generate("t", p));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.usage.cached_tokens, 0);
+}
+
+EngineOptions TierWindowOptions(const std::string& state_dir) {
+  EngineOptions o;
+  o.host_budget_bytes = 64 << 20;
+  o.state_dir = state_dir;
+  o.fsync = false;
+  return WindowOptions(o);
+}
+
+// A compacted session forks, goes to the host and disk tiers and back, exports and imports,
+// and survives a restart: the KV bytes come back identical, the log is kept, and the next
+// turn is the same everywhere.
+TEST(Compaction, CompactedSessionsForkSpillRestoreExportImportRestart) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  const std::string root = testing::MakeTempDir();
+  const TurnParams next = TokenTurn(testing::SomeTokens(20, kTestModelVocabSize, 77), 6);
+  std::string id;
+  std::string kv;
+  std::vector<TokenId> want;
+  {
+    auto e = MakeEngine(*model, TierWindowOptions(root + "/a"));
+    id = SessionWith(*e, testing::SomeTokens(180, kTestModelVocabSize, 11));
+    ASSERT_TRUE(e->Compact("t", id, std::nullopt, 50).ok());
+    kv = KvBytes(*e, "t", id);
+    auto fork = e->Fork("t", id);
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    EXPECT_EQ(fork->compactions, 1);
+    EXPECT_EQ(fork->rewind_floor, Info(*e, "t", id).rewind_floor);
+    want = Await(e->Continue("t", fork->id, next)).ids;
+    ASSERT_EQ(want.size(), 6u);
+
+    ASSERT_TRUE(e->Demote("t", id, StorageTier::kHost).ok());
+    EXPECT_EQ(FirstDiff(KvBytes(*e, "t", id), kv), -1) << "host round trip";
+    ASSERT_TRUE(e->Demote("t", id, StorageTier::kDisk).ok());
+    EXPECT_EQ(FirstDiff(KvBytes(*e, "t", id), kv), -1) << "disk round trip";
+    ASSERT_TRUE(e->ExportSession("t", id, root + "/s.mnemo").ok());
+    ASSERT_TRUE(e->Flush("t", id).ok());
+  }
+  {
+    auto b = MakeEngine(*model, TierWindowOptions(root + "/b"));
+    auto imported = b->ImportSession("u", root + "/s.mnemo");
+    ASSERT_TRUE(imported.ok()) << imported.status();
+    EXPECT_EQ(imported->compactions, 1);
+    EXPECT_EQ(imported->compacted_tokens, 130);
+    EXPECT_EQ(FirstDiff(KvBytes(*b, "u", id), kv), -1) << "export/import";
+    EXPECT_EQ(Await(b->Continue("u", id, next)).ids, want);
+  }
+  auto e = MakeEngine(*model, TierWindowOptions(root + "/a"));
+  const SessionInfo info = Info(*e, "t", id);
+  EXPECT_EQ(info.compactions, 1);
+  EXPECT_EQ(FirstDiff(KvBytes(*e, "t", id), kv), -1) << "restart";
+  EXPECT_EQ(Await(e->Continue("t", id, next)).ids, want);
+  EXPECT_TRUE(e->CheckInvariants().ok());
+}
+
+}  // namespace
+}  // namespace mnemo::engine
