@@ -686,11 +686,14 @@ void Engine::Impl::Step() {
     KvSequence& kv = w.seq->kv();
     const bool sample =
         w.seq->generate && w.start + w.take == static_cast<int64_t>(kv.tokens.size());
+    const bool score = w.seq->params.prompt_logprobs && w.start < w.seq->n_prompt;
     entries.push_back({.tokens = std::span<const TokenId>(kv.tokens).subspan(
                            static_cast<size_t>(w.start), static_cast<size_t>(w.take)),
                        .start_pos = static_cast<int32_t>(w.start),
                        .table = &kv.table,
-                       .logits = sample ? LogitRows::kLast : LogitRows::kNone});
+                       .logits = score    ? LogitRows::kAll
+                                 : sample ? LogitRows::kLast
+                                          : LogitRows::kNone});
   }
   logits.resize(static_cast<size_t>(LogitRowCount(entries)) * static_cast<size_t>(vocab));
   const absl::Status st = forward->Forward(pool->view(), entries, logits.data());
@@ -709,13 +712,21 @@ void Engine::Impl::Step() {
       if (opts.prefix_cache && (seq.session == nullptr || seq.session->compaction_log.empty())) {
         cache::PublishFullBlocks(*pool, seq.ns, kv.tokens, kv.table, kv.chain);
       }
-      if (entries[j].logits == LogitRows::kNone) {
+      const bool sample = seq.generate && work[j].start + work[j].take ==
+                                              static_cast<int64_t>(kv.tokens.size());
+      if (entries[j].logits == LogitRows::kAll) {
+        ScorePrompt(seq, work[j].start, work[j].take, logits.data() + row * vocab);
+        row += work[j].take;
+      } else if (entries[j].logits == LogitRows::kLast) {
+        ++row;
+      }
+      if (!sample) {
         if (!seq.generate && seq.pending() == 0) done.push_back(&seq);
         continue;
       }
-      SampleInto(seq,
-                 std::span<const float>(logits.data() + row * vocab, static_cast<size_t>(vocab)));
-      ++row;
+      // The sampling row is the chunk's last.
+      SampleInto(seq, std::span<const float>(logits.data() + (row - 1) * vocab,
+                                             static_cast<size_t>(vocab)));
       if (seq.result.finish != FinishReason::kNone) done.push_back(&seq);
     }
   }
@@ -726,6 +737,27 @@ void Engine::Impl::Step() {
   const absl::Status inv = CheckAll();
   MNEMO_CHECK(inv.ok()) << inv.message();
 #endif
+}
+
+void Engine::Impl::ScorePrompt(Seq& seq, int64_t start, int64_t take, const float* rows) {
+  const int64_t first = seq.rollback_tokens;  // the turn's first token (0: stateless)
+  const std::vector<TokenId>& tokens = seq.kv().tokens;
+  std::vector<float>& out = seq.result.prompt_logprobs;
+  if (out.empty()) {
+    out.assign(static_cast<size_t>(seq.n_prompt - first), std::numeric_limits<float>::quiet_NaN());
+  }
+  for (int64_t i = 0; i < take; ++i) {
+    const int64_t next = start + i + 1;
+    if (next < first || next >= seq.n_prompt) continue;
+    const float* row = rows + i * vocab;
+    double m = row[0];
+    for (int v = 1; v < vocab; ++v) m = std::max<double>(m, row[v]);
+    double sum = 0.0;
+    for (int v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - m);
+    out[static_cast<size_t>(next - first)] =
+        static_cast<float>(static_cast<double>(row[tokens[static_cast<size_t>(next)]]) - m -
+                           std::log(sum));
+  }
 }
 
 bool Engine::Impl::Planned(const Seq* seq) const {

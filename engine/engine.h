@@ -167,6 +167,8 @@ struct TurnParams {
   // Sessions only: this turn's compaction options instead of the session's (e.g. the
   // server's `truncation: "auto"`).
   std::optional<cache::CompactionOptions> compaction;
+  // Scores the turn's own tokens (teacher forcing): TurnResult::prompt_logprobs.
+  bool prompt_logprobs = false;
 };
 
 struct SessionParams {
@@ -206,6 +208,11 @@ struct TurnResult {
   std::string text;          // the reply text (stop strings excluded)
   std::vector<float> logprobs;
   std::vector<std::vector<TokenLogprob>> top_logprobs;
+  // With TurnParams::prompt_logprobs: the natural log-probability of each token the turn
+  // appended (after any compaction) given everything before it, NaN where the logits of the
+  // position before were not computed by this turn (a turn's first token, when the history
+  // before it already had its KV; a stateless request's first token).
+  std::vector<float> prompt_logprobs;
   int64_t turn = -1;           // the session turn this created (-1: stateless)
   int64_t admission = -1;      // the engine's count of admissions when this was admitted
   double queue_seconds = 0.0;  // submission to admission

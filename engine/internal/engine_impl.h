@@ -280,6 +280,8 @@ struct Engine::Impl {
   void Preempt(Seq* seq);
   bool Admit(Seq& seq);
   void SampleInto(Seq& seq, std::span<const float> row);
+  // Fills seq.result.prompt_logprobs from the `take` logit rows of a chunk at `start`.
+  void ScorePrompt(Seq& seq, int64_t start, int64_t take, const float* rows);
   bool PlanChunk(Seq* seq, int64_t take);
   absl::Status CheckAll();  // every invariant (engine.h CheckInvariants)
   bool Planned(const Seq* seq) const;
