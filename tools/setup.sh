@@ -11,6 +11,7 @@ PACKAGES=(
   libdnnl-dev ocl-icd-opencl-dev
   clang libclang-rt-14-dev clang-format
   python3-matplotlib
+  bible-kjv bible-kjv-text
 )
 
 SUDO=""
