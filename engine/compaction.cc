@@ -85,7 +85,8 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
   const SessionState& s = *seq.session;
   const CompactionOptions o = CompactionFor(s, &seq.params);
   const int64_t n = history + n_delta;
-  const int64_t reply = std::max<int64_t>(seq.params.stop.max_tokens, 1);
+  // Room for the reply (none for a turn that only computes KV).
+  const int64_t reply = seq.generate ? std::max<int64_t>(seq.params.stop.max_tokens, 1) : 0;
   const auto overflow = [&] {
     return absl::InvalidArgumentError(absl::StrCat(
         "the turn would overflow the context: ", history, " tokens of history + ", n_delta,

@@ -164,6 +164,11 @@ TEST(Compaction, NoneRefusesTheOverflowingTurn) {
   EXPECT_THAT(st.status().message(), HasSubstr("compaction policy none"));
   EXPECT_EQ(Info(*e, "t", id).n_tokens, 250);
   EXPECT_EQ(e->Compact("t", id).status().code(), absl::StatusCode::kInvalidArgument);
+  // A turn that only computes KV needs no room for a reply: it may fill the context exactly.
+  const std::string full = SessionWith(*e, testing::SomeTokens(250, kTestModelVocabSize, 5));
+  EXPECT_TRUE(Await(e->Continue("t", full, TokenTurn(testing::SomeTokens(6, kTestModelVocabSize, 8), 0)))
+                  .status.ok());
+  EXPECT_EQ(Info(*e, "t", full).n_tokens, kCtx);
   // A turn may ask for compaction itself (the server's truncation: "auto").
   TurnParams p = TokenTurn(testing::SomeTokens(10, kTestModelVocabSize, 6), 4);
   p.compaction = cache::CompactionOptions{.policy = CompactionPolicy::kWindow};
