@@ -19,6 +19,17 @@ inline std::string DefaultModelPath(const std::string& source_dir) {
   return env_model != nullptr ? env_model : source_dir + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
+// Prints the program's report: `j` (a JSON object) on stdout as JSON, or as text by
+// `print_text(j)`.
+template <typename Json, typename PrintText>
+void PrintReport(const Json& j, bool as_json, PrintText print_text) {
+  if (as_json) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    print_text(j);
+  }
+}
+
 // `flags` is the program's parse result: Cancelled carries the help text.
 template <typename Flags, typename Run>
 int BenchMain(const char* name, const absl::StatusOr<Flags>& flags, Run run) {

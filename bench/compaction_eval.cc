@@ -430,11 +430,7 @@ absl::Status RunEval(const Flags& f) {
   j["engine"] = {{"compactions", (*e)->Stats().compactions},
                  {"compacted_tokens", (*e)->Stats().compacted_tokens},
                  {"block_bytes", (*e)->block_bytes()}};
-  if (f.json) {
-    std::printf("%s\n", j.dump(2).c_str());
-  } else {
-    PrintText(j);
-  }
+  PrintReport(j, f.json, PrintText);
   return absl::OkStatus();
 }
 

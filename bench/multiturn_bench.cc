@@ -714,11 +714,7 @@ absl::Status Run(const Flags& f) {
   if (!throughput.ok()) return throughput.status();
   j["throughput"] = *throughput;
   j["load_average_end"] = LoadAverage();
-  if (f.json) {
-    std::printf("%s\n", j.dump(2).c_str());
-  } else {
-    PrintText(j);
-  }
+  PrintReport(j, f.json, PrintText);
   return absl::OkStatus();
 }
 

@@ -552,11 +552,7 @@ absl::Status Run(const Flags& f) {
             {"load_average_start", load_start}};
   j.update(*m);
   j["load_average_end"] = LoadAverage();
-  if (f.json) {
-    std::printf("%s\n", j.dump(2).c_str());
-  } else {
-    PrintText(j);
-  }
+  PrintReport(j, f.json, PrintText);
   return absl::OkStatus();
 }
 
