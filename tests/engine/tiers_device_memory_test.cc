@@ -158,5 +158,31 @@ TEST(TiersDeviceMemory, CompressedColdTiersMatchHostMemory) {
   EXPECT_GT(opaque.copies.load(), 0);
 }
 
+// A window compaction over an arena the CPU may not touch reads the blocks holding kept rows
+// and writes the new ones through Copy, nothing else, and leaves the same bytes as over
+// host memory. 200 tokens keeping 60 (4 sinks): rows [0, 4) and [144, 200) are read from 5
+// of the 13 blocks, 4 blocks are written.
+TEST(TiersDeviceMemory, CompactionMovesBlockBytesOnlyThroughCopy) {
+  auto model = TestModel(Architecture::kLlama, 256);
+  std::string kv[2];
+  for (bool accessible : {false, true}) {
+    TestMemory memory(accessible);
+    EngineOptions o;
+    o.kv_memory = &memory;
+    auto e = MakeEngine(*model, o);
+    ASSERT_NE(e, nullptr);
+    const std::string id = NewSession(*e, "t");
+    ASSERT_TRUE(
+        Await(e->Continue("t", id, TokenTurn(testing::SomeTokens(200, kTestModelVocabSize, 2), 0)))
+            .status.ok());
+    const int64_t before = memory.bytes.load();
+    ASSERT_TRUE(e->Compact("t", id, cache::CompactionPolicy::kWindow, 60).ok());
+    EXPECT_EQ(memory.bytes.load() - before, 9 * e->block_bytes()) << "accessible " << accessible;
+    kv[accessible] = Kv(*e, id);
+  }
+  EXPECT_EQ(FirstDiff(kv[0], kv[1]), -1);
+  EXPECT_EQ(kv[0].size(), 4u * static_cast<size_t>(16 * 2 * 2 * 2 * 64 * 2));
+}
+
 }  // namespace
 }  // namespace mnemo::engine
