@@ -110,7 +110,7 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
   if (o.max_session_bytes > 0) {
     const int64_t bt = opts.block_tokens;
     const int64_t byte_tokens = o.max_session_bytes / pool->block_bytes() * bt;
-    if ((n + bt - 1) / bt * pool->block_bytes() > o.max_session_bytes) {
+    if ((n + reply + bt - 1) / bt * pool->block_bytes() > o.max_session_bytes) {
       trigger = true;
       limit = std::min(limit, byte_tokens);
     }

@@ -205,6 +205,28 @@ TEST(Compaction, TokenTriggerAndRewindFloor) {
   EXPECT_TRUE(e->CheckInvariants().ok());
 }
 
+// A per-session byte budget: turns that would take the session's KV past it compact it to
+// target_fraction of the tokens the budget holds; the KV never exceeds the budget.
+TEST(Compaction, ByteBudgetKeepsTheSessionUnderIt) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto e = MakeEngine(*model);
+  const int64_t budget = 6 * e->block_bytes();  // 96 tokens
+  SessionParams sp;
+  sp.compaction = cache::CompactionOptions{.policy = CompactionPolicy::kWindow,
+                                           .max_session_bytes = budget};
+  const std::string id = NewSession(*e, "t", sp);
+  int compacting = 0;
+  for (uint32_t turn = 0; turn < 8; ++turn) {
+    const TurnResult r = Await(
+        e->Continue("t", id, TokenTurn(testing::SomeTokens(20, kTestModelVocabSize, turn), 2)));
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    compacting += r.usage.compacted_tokens > 0;
+    EXPECT_LE(Info(*e, "t", id).kv_bytes, budget) << "turn " << turn;
+  }
+  EXPECT_GE(compacting, 2);
+  EXPECT_EQ(Info(*e, "t", id).compaction_policy, CompactionPolicy::kWindow);
+}
+
 // Compacted blocks are never published: a stateless request for the compacted tokens finds
 // none of them in the prefix index.
 TEST(Compaction, CompactedBlocksAreNeverPublished) {
