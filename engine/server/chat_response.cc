@@ -51,29 +51,32 @@ Json ChatLogprobs(const engine::Tokenizer& tok, const engine::TurnResult& r) {
   return {{"content", content}};
 }
 
-std::string StreamTail(const std::vector<engine::StreamPtr>& streams, bool include_usage,
-                       Json base) {
+std::string StreamTail(const std::vector<engine::StreamPtr>& streams, bool include_usage, Json base,
+                       bool report_compaction) {
   std::string out;
   if (include_usage) {
     std::vector<const engine::TurnResult*> results;
     for (const engine::StreamPtr& s : streams) results.push_back(&s->Wait());
-    base["usage"] = ChatUsage(results);
+    base["usage"] = ChatUsage(results, report_compaction);
     out += SseData(base);
   }
   return out + "data: [DONE]\n\n";
 }
 
-Json ChatUsage(const std::vector<const engine::TurnResult*>& results) {
-  int64_t prompt = 0, cached = 0, completion = 0;
+Json ChatUsage(const std::vector<const engine::TurnResult*>& results, bool report_compaction) {
+  int64_t prompt = 0, cached = 0, completion = 0, compacted = 0;
   if (!results.empty()) {
     prompt = results[0]->usage.prompt_tokens;
     cached = results[0]->usage.cached_tokens;
+    compacted = results[0]->usage.compacted_tokens;
   }
   for (const engine::TurnResult* r : results) completion += r->usage.completion_tokens;
-  return {{"prompt_tokens", prompt},
-          {"completion_tokens", completion},
-          {"total_tokens", prompt + completion},
-          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+  Json usage = {{"prompt_tokens", prompt},
+                {"completion_tokens", completion},
+                {"total_tokens", prompt + completion},
+                {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+  if (report_compaction) usage["compacted_tokens"] = compacted;
+  return usage;
 }
 
 void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const GenerationFields& g,
@@ -99,7 +102,7 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
     }
     top["object"] = "chat.completion";
     top["choices"] = choices;
-    top["usage"] = ChatUsage(results);
+    top["usage"] = ChatUsage(results, g.report_compaction);
     top["system_fingerprint"] = nullptr;
     return c.SendJson(200, top);
   }
@@ -121,7 +124,7 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
       [st, streams, g, chunk, &tok, server_ptr = &server](std::string& out) {
         if (st->finished) return false;
         if (st->choice == streams.size()) {
-          out += StreamTail(streams, g.include_usage, chunk(Json::array()));
+          out += StreamTail(streams, g.include_usage, chunk(Json::array()), g.report_compaction);
           st->finished = true;
           return false;
         }

@@ -17,6 +17,11 @@
 // continues it if the previous response is still the latest, else forks it. store: false
 // never changes a stored chain: it always continues a new session or a fork, deleted after
 // the reply.
+//
+// Truncation. `truncation` picks the turn's context compaction (cache/compaction.h): absent,
+// the session's policy; "auto", the session's options, or the window policy with the
+// server's settings when the session's policy is none; "disabled", none (a conversation
+// that would overflow the context is refused). The response echoes the effective value.
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -27,6 +32,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cache/compaction.h"
 #include "cache/state_store.h"
 #include "engine/server/internal/common.h"
 
@@ -56,7 +62,8 @@ struct ResponseRequest {
   std::string previous_response_id;  // "" : none
   bool store = true;
   bool stream = false;
-  engine::TurnParams params;  // sampling and stop; messages set later
+  std::optional<std::string> truncation;  // "auto" or "disabled"; nullopt: the session's
+  engine::TurnParams params;              // sampling and stop; messages set later
   Json metadata = Json::object();
   Json temperature = 1.0;  // as echoed in the response object
   Json top_p = 1.0;
@@ -158,8 +165,10 @@ std::optional<ResponseRequest> ReadRequest(FieldReader& f) {
   r.instructions = f.String("instructions");
   if (auto p = f.String("previous_response_id")) r.previous_response_id = *p;
   if (auto s = f.Bool("store")) r.store = *s;
-  if (auto t = f.String("truncation"); t && *t != "disabled") {
-    f.Fail("truncation", absl::StrCat("only \"disabled\" is supported, got \"", *t, "\""));
+  r.truncation = f.String("truncation");
+  if (r.truncation && *r.truncation != "auto" && *r.truncation != "disabled") {
+    f.Fail("truncation",
+           absl::StrCat("must be \"auto\" or \"disabled\", got \"", *r.truncation, "\""));
   }
   ReadMetadata(f, r.metadata);
   GenerationFields g = ReadGenerationFields(f);
@@ -214,10 +223,13 @@ class ResponseStore {
     src.busy = true;
     if (r.store && src.turns == turns) return Target{.session = source};
     lock.unlock();
-    absl::Status limit = CheckSessionLimit(engine, tenant, max_sessions);
-    absl::StatusOr<engine::SessionInfo> fork = limit.ok()
+    absl::Status can_fork = CheckSessionLimit(engine, tenant, max_sessions);
+    if (can_fork.ok()) {
+      can_fork = CheckNotCompactedAway(engine, tenant, source, turns, r.previous_response_id);
+    }
+    absl::StatusOr<engine::SessionInfo> fork = can_fork.ok()
                                                    ? engine.Fork(tenant, source, turns)
-                                                   : absl::StatusOr<engine::SessionInfo>(limit);
+                                                   : absl::StatusOr<engine::SessionInfo>(can_fork);
     Release(engine, tenant, source, std::nullopt);
     if (!fork.ok()) return fork.status();
     lock.lock();
@@ -350,6 +362,20 @@ class ResponseStore {
     int64_t turns = 0;  // the turn count after its latest stored response
   };
 
+  // A response older than the session's latest compaction cannot be continued: the state
+  // after it is gone (a fork at its turn count would mix compacted and uncompacted history).
+  static absl::Status CheckNotCompactedAway(engine::Engine& engine, const std::string& tenant,
+                                            const std::string& session, int64_t turns,
+                                            const std::string& response) {
+    auto info = engine.GetSession(tenant, session);
+    if (!info.ok()) return info.status();
+    if (turns >= info->rewind_floor) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("response ", response,
+                     " cannot be continued: its conversation was compacted (truncation) after "
+                     "it and the state it ended with is gone; continue the latest response"));
+  }
+
   static absl::Status CheckSessionLimit(engine::Engine& engine, const std::string& tenant,
                                         int max_sessions) {
     if (max_sessions <= 0) return absl::OkStatus();
@@ -370,12 +396,15 @@ class ResponseStore {
 // ---------------------------------------------------------------------------------------
 // The response object
 
+// OpenAI's usage, with mnemo's compacted_tokens: the history tokens a compaction before the
+// response dropped (truncation).
 Json UsageJson(const engine::Usage& u) {
   return {{"input_tokens", u.prompt_tokens},
           {"input_tokens_details", {{"cached_tokens", u.cached_tokens}}},
           {"output_tokens", u.completion_tokens},
           {"output_tokens_details", {{"reasoning_tokens", 0}}},
-          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"compacted_tokens", u.compacted_tokens}};
 }
 
 Json OutputPart(const std::string& text) {
@@ -390,8 +419,10 @@ Json MessageItem(const std::string& id, const char* status, Json content) {
           {"content", std::move(content)}};
 }
 
-// The response object before generation (status "in_progress", no output yet).
-Json PendingResponse(const ResponseRequest& r, const std::string& id, const std::string& model) {
+// The response object before generation (status "in_progress", no output yet); `truncation`
+// is the effective value ("auto" or "disabled").
+Json PendingResponse(const ResponseRequest& r, const std::string& id, const std::string& model,
+                     const std::string& truncation) {
   return {{"id", id},
           {"object", "response"},
           {"created_at", absl::ToUnixSeconds(absl::Now())},
@@ -412,7 +443,7 @@ Json PendingResponse(const ResponseRequest& r, const std::string& id, const std:
           {"tool_choice", "none"},
           {"tools", Json::array()},
           {"top_p", r.top_p},
-          {"truncation", "disabled"},
+          {"truncation", truncation},
           {"usage", nullptr},
           {"user", r.user},
           {"metadata", r.metadata}};
@@ -572,14 +603,34 @@ void CreateResponse(Call& c, const std::shared_ptr<ResponseStore>& store) {
   for (engine::ChatMessage& m : r->input) params.messages.push_back(std::move(m));
   params.wait_if_busy = true;  // the claim makes this request the session's only user
 
+  // The turn's compaction, and the truncation value the response reports.
+  auto session = c.engine().GetSession(c.tenant, target->session);
+  if (!session.ok()) {
+    store->Release(c.engine(), c.tenant, target->session, std::nullopt);
+    return c.Error(FromStatus(session.status()));
+  }
+  const bool session_compacts = session->compaction_policy != cache::CompactionPolicy::kNone;
+  std::string truncation = session_compacts ? "auto" : "disabled";
+  if (r->truncation == "auto") {
+    truncation = "auto";
+    if (!session_compacts) {
+      params.compaction = c.engine().options().compaction;
+      params.compaction->policy = cache::CompactionPolicy::kWindow;
+    }
+  } else if (r->truncation == "disabled") {
+    truncation = "disabled";
+    params.compaction = c.engine().options().compaction;
+    params.compaction->policy = cache::CompactionPolicy::kNone;
+  }
+
   auto gen = std::make_shared<Generation>();
   gen->store = store;
   gen->server = &c.server;
   gen->tenant = c.tenant;
   gen->target = *target;
   gen->store_response = r->store;
-  gen->response = PendingResponse(*r, NewId("resp_"),
-                                  c.server.model_name.empty() ? r->model : c.server.model_name);
+  gen->response = PendingResponse(
+      *r, NewId("resp_"), c.server.model_name.empty() ? r->model : c.server.model_name, truncation);
 
   absl::StatusOr<engine::StreamPtr> stream =
       c.engine().Continue(c.tenant, target->session, std::move(params));
@@ -593,7 +644,8 @@ void CreateResponse(Call& c, const std::shared_ptr<ResponseStore>& store) {
   if (!r->stream) {
     gen->Finish(gen->stream->Wait());
     if (gen->response["status"] == "failed") {
-      return c.Error(FromStatus(gen->stream->Wait().status));
+      const absl::Status& st = gen->stream->Wait().status;
+      return c.Error(FromStatus(st, absl::IsInvalidArgument(st) ? "input" : ""));
     }
     return c.SendJson(200, gen->response);
   }

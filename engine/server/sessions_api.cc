@@ -1,8 +1,8 @@
 // The native session API, /v1/sessions... (docs/api/sessions.md): create, list, read, patch
 // and delete sessions, chat turns on them (the chat.completion shape of RespondChat), fork,
-// rewind, tier moves (prefetch, demote, flush), metadata, and export/import of portable
-// bundles. Every call is scoped to the caller's tenant: the engine answers another tenant's
-// id exactly like an unknown one (NotFound, 404).
+// rewind, context compaction, tier moves (prefetch, demote, flush), metadata, and
+// export/import of portable bundles. Every call is scoped to the caller's tenant: the engine
+// answers another tenant's id exactly like an unknown one (NotFound, 404).
 //
 // Thread-safety: handlers run on cpp-httplib's workers; the only state kept here (per-session
 // usage counters) is behind a mutex.
@@ -20,6 +20,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "cache/base/strings.h"
+#include "cache/compaction.h"
 #include "engine/server/internal/common.h"
 
 namespace mnemo::server {
@@ -116,6 +117,13 @@ Json RetentionObject(const engine::Retention& r) {
           {"max_lifetime_seconds", DurationSeconds(r.max_lifetime)}};
 }
 
+Json CompactionObject(const engine::SessionInfo& s) {
+  return {{"policy", std::string(cache::CompactionPolicyName(s.compaction_policy))},
+          {"compactions", s.compactions},
+          {"compacted_tokens", s.compacted_tokens},
+          {"rewind_floor", s.rewind_floor}};
+}
+
 Json SessionObject(const engine::SessionInfo& s, const Costs& costs) {
   return {
       {"id", s.id},
@@ -136,6 +144,7 @@ Json SessionObject(const engine::SessionInfo& s, const Costs& costs) {
       {"last_write_error", s.last_write_error.empty() ? Json(nullptr) : Json(s.last_write_error)},
       {"retention", RetentionObject(s.retention)},
       {"pinned_until", UnixSeconds(s.pinned_until)},
+      {"compaction", CompactionObject(s)},
       {"costs",
        {{"tokens_computed", costs.tokens_computed},
         {"tokens_reused", costs.tokens_reused},
@@ -242,6 +251,64 @@ RetentionField ReadRetention(const Json& body, const engine::Retention& base) {
   return out;
 }
 
+// Reads body["compaction"] ({policy, sink_tokens, trigger_fraction, trigger_tokens,
+// max_session_bytes, target_fraction}, all optional) over `base` (the server's default):
+// absent fields keep base's values. `value` is nullopt when the field is absent; `error`
+// names the bad field ("compaction.target_fraction").
+struct CompactionField {
+  std::optional<cache::CompactionOptions> value;
+  std::optional<ApiError> error;
+};
+CompactionField ReadCompaction(const Json& body, const cache::CompactionOptions& base) {
+  CompactionField out;
+  auto it = body.find("compaction");
+  if (it == body.end() || it->is_null()) return out;
+  if (!it->is_object()) {
+    out.error = BadRequest("compaction: must be an object", "compaction");
+    return out;
+  }
+  FieldReader rf(*it, "compaction.");
+  rf.OnlyKnown({"policy", "sink_tokens", "trigger_fraction", "trigger_tokens", "max_session_bytes",
+                "target_fraction"});
+  cache::CompactionOptions o = base;
+  if (auto name = rf.String("policy")) {
+    auto policy = cache::ParseCompactionPolicy(*name);
+    if (policy.ok()) {
+      o.policy = *policy;
+    } else {
+      rf.Fail("policy", absl::StrCat("must be \"none\" or \"window\", got \"", *name, "\""));
+    }
+  }
+  constexpr int64_t kMaxTokens = int64_t{1} << 40;
+  if (auto n = rf.Int("sink_tokens", 0, kMaxTokens)) o.sink_tokens = *n;
+  if (auto n = rf.Int("trigger_tokens", 0, kMaxTokens)) o.trigger_tokens = *n;
+  if (auto n = rf.Int("max_session_bytes", 0, std::numeric_limits<int64_t>::max())) {
+    o.max_session_bytes = *n;
+  }
+  // Fractions: trigger_fraction in (0, 1], target_fraction in (0, 1).
+  if (auto x = rf.Number("trigger_fraction", 0.0, 1.0)) {
+    if (*x == 0.0) rf.Fail("trigger_fraction", "must be in (0, 1], got 0");
+    o.trigger_fraction = *x;
+  }
+  if (auto x = rf.Number("target_fraction", 0.0, 1.0)) {
+    if (*x == 0.0 || *x == 1.0) {
+      rf.Fail("target_fraction", absl::StrCat("must be in (0, 1), got ", *x));
+    }
+    o.target_fraction = *x;
+  }
+  if (!rf.ok()) {
+    out.error = rf.error();
+    return out;
+  }
+  // Every field was checked above; the engine's own check keeps the two in step.
+  if (absl::Status st = cache::ValidateCompactionOptions(o); !st.ok()) {
+    out.error = BadRequest(absl::StrCat("compaction: ", st.message()), "compaction");
+    return out;
+  }
+  out.value = o;
+  return out;
+}
+
 // The retention a PATCH starts from: the session's, with the pin reduced to what is left of
 // it (so changing another field does not extend a pin).
 engine::Retention CurrentRetention(const engine::SessionInfo& s) {
@@ -285,7 +352,8 @@ void RegisterSessionRoutes(Router& r) {
     auto body = OptionalBody(c);
     if (!body) return;
     FieldReader f(*body);
-    f.OnlyKnown({"system_prompt", "metadata", "seed", "durability", "ttl_seconds", "retention"});
+    f.OnlyKnown({"system_prompt", "metadata", "seed", "durability", "ttl_seconds", "retention",
+                 "compaction"});
     engine::SessionParams p;
     if (auto s = f.String("system_prompt")) p.system_prompt = *s;
     if (auto m = f.String("metadata")) p.metadata = *m;
@@ -298,6 +366,9 @@ void RegisterSessionRoutes(Router& r) {
     RetentionField ret = ReadRetention(*body, {});
     if (ret.error) return c.Error(*ret.error);
     if (ret.value) p.retention = *ret.value;
+    CompactionField comp = ReadCompaction(*body, c.engine().options().compaction);
+    if (comp.error) return c.Error(*comp.error);
+    p.compaction = comp.value;
 
     const int limit = c.server.options.max_sessions_per_tenant;
     std::unique_lock<std::mutex> lock(rs->create_mu, std::defer_lock);
@@ -414,6 +485,7 @@ void RegisterSessionRoutes(Router& r) {
     if (f.ok() && g.n != 1) f.Fail("n", "must be 1 for a session turn (fork to branch)");
     if (Invalid(c, f)) return;
     g.params.wait_if_busy = wait;
+    g.report_compaction = true;
     g.params.reseed = f.Raw("seed") != nullptr;  // a seed restarts the session's RNG from it
 
     auto before = c.engine().GetSession(c.tenant, id);
@@ -451,6 +523,7 @@ void RegisterSessionRoutes(Router& r) {
       audit["prompt_tokens"] = result.usage.prompt_tokens;
       audit["cached_tokens"] = result.usage.cached_tokens;
       audit["completion_tokens"] = result.usage.completion_tokens;
+      audit["compacted_tokens"] = result.usage.compacted_tokens;
       audit["status"] = result.status.ok() ? "ok" : std::string(AsStd(result.status.message()));
     }
     audit["turn"] = turn;
@@ -470,6 +543,16 @@ void RegisterSessionRoutes(Router& r) {
     f.OnlyKnown({"turns"});
     const std::optional<int64_t> turns = f.Int("turns", 0, std::numeric_limits<int64_t>::max());
     if (Invalid(c, f)) return;
+    if (turns) {
+      // The state of the turns before a compaction's floor is gone (as for rewind).
+      auto src = c.engine().GetSession(c.tenant, id);
+      if (Failed(c, *rs, id, src.status())) return;
+      if (*turns < src->rewind_floor) {
+        return c.Error(FromStatus(absl::FailedPreconditionError(absl::StrCat(
+            "cannot fork session ", id, " at ", *turns, " turns: it was compacted after ",
+            src->rewind_floor, " turns and the earlier state is gone"))));
+      }
+    }
     auto info = c.engine().Fork(c.tenant, id, turns);
     if (Failed(c, *rs, id, info.status(), ParamIfInvalid(info.status(), "turns"))) return;
     Json d = Details(info->id, &*info);
@@ -494,6 +577,46 @@ void RegisterSessionRoutes(Router& r) {
     d["turns"] = *turns;
     c.server.Audit(c.tenant, "session.rewind", d);
     SendSession(c, *rs, id);
+  });
+
+  // POST /v1/sessions/{id}/compact {policy?, keep_tokens?}
+  r.Post(SessionPath("/compact"), "/v1/sessions/{id}/compact", [rs](Call& c) {
+    const std::string id = c.req.matches[1].str();
+    auto body = OptionalBody(c);
+    if (!body) return;
+    FieldReader f(*body);
+    f.OnlyKnown({"policy", "keep_tokens"});
+    std::optional<cache::CompactionPolicy> policy;
+    if (auto name = f.String("policy")) {
+      auto p = cache::ParseCompactionPolicy(*name);
+      if (!p.ok()) {
+        f.Fail("policy", absl::StrCat("must be \"window\", got \"", *name, "\""));
+      } else if (*p == cache::CompactionPolicy::kNone) {
+        f.Fail("policy", "\"none\" compacts nothing; send \"window\" (or leave it out)");
+      } else {
+        policy = *p;
+      }
+    }
+    const std::optional<int64_t> keep =
+        f.Int("keep_tokens", 1, std::numeric_limits<int64_t>::max());
+    if (Invalid(c, f)) return;
+    auto before = c.engine().GetSession(c.tenant, id);
+    if (Failed(c, *rs, id, before.status())) return;
+    auto after = c.engine().Compact(c.tenant, id, policy, keep);
+    if (!after.ok()) {
+      // A client's mistake is the policy (the session's is none and none was sent) or the
+      // keep (it would drop nothing, or too much).
+      const bool no_policy = !policy && before->compaction_policy == cache::CompactionPolicy::kNone;
+      Failed(c, *rs, id, after.status(),
+             ParamIfInvalid(after.status(), no_policy ? "policy" : "keep_tokens"));
+      return;
+    }
+    Json d = Details(id, &*after);
+    d["tokens_before"] = before->n_tokens;
+    d["dropped_tokens"] = before->n_tokens - after->n_tokens;
+    d["compactions"] = after->compactions;
+    c.server.Audit(c.tenant, "session.compact", d);
+    c.SendJson(200, SessionObject(*after, rs->costs.Get(c.tenant, id)));
   });
 
   // POST /v1/sessions/{id}/prefetch

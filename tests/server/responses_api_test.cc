@@ -1,6 +1,7 @@
 // /v1/responses (engine/server/responses_api.cc): chains, forks, streaming, store: false,
 // retrieval and deletion, tenants and field errors, checked against the Engine directly.
 #include <fstream>
+#include <initializer_list>
 #include <string>
 #include <thread>
 #include <vector>
@@ -365,7 +366,8 @@ TEST(ResponsesApiTest, BadFieldsAre400NamingTheField) {
       {{{"model", nullptr}}, "model"},
       {{{"top_p", 0}}, "top_p"},
       {{{"store", "yes"}}, "store"},
-      {{{"truncation", "auto"}}, "truncation"},
+      {{{"truncation", "oldest"}}, "truncation"},
+      {{{"truncation", true}}, "truncation"},
       {{{"metadata", {{"k", 1}}}}, "metadata"},
       {{{"instructions", 3}}, "instructions"},
       {{{"tools", Json::array()}}, "tools"},
@@ -474,6 +476,102 @@ TEST(ResponsesApiTest, ChainsSurviveARestart) {
   // forks at c and gives what continuing c gave before.
   const Json after_c = Respond(*t, Request("Five.", c_id));
   EXPECT_EQ(after_c["output_text"], latest_before["output_text"]);
+}
+
+// truncation: "auto" compacts a conversation that would overflow the context (the session's
+// options, or the window policy when it has none); "disabled" refuses it (400, param input);
+// absent follows the session's policy. The effective value is echoed.
+TEST(ResponsesApiTest, TruncationAutoCompactsAndDisabledRefuses) {
+  const std::string dir = mnemo::testing::MakeTempDir();
+  const std::string model = dir + "/ctx256.gguf";
+  ASSERT_TRUE(engine::WriteTestModel({.arch = engine::Architecture::kLlama,
+                                      .dtype = kernels::DType::kF16,
+                                      .context_length = 256},
+                                     model)
+                  .ok());
+  auto t = TestServer::Start({}, {}, model);
+  ASSERT_NE(t, nullptr);
+  // About 150 tokens each on the test model's byte-level tokenizer: two do not fit in 256.
+  std::string long_a, long_b;
+  for (int i = 0; i < 30; ++i) {
+    long_a += std::string(1, static_cast<char>('a' + i % 26)) + "bcd ";
+    long_b += std::string(1, static_cast<char>('z' - i % 26)) + "yxw ";
+  }
+  const Json first = Respond(*t, Request(long_a));
+  EXPECT_EQ(first["truncation"], "disabled");  // the session's policy: the server's, none
+  EXPECT_EQ(first["usage"]["compacted_tokens"], 0);
+  const std::string first_id = first["id"];
+  const int64_t history = first["usage"]["input_tokens"].get<int64_t>() + kMaxOutput;
+
+  Json disabled = Request(long_b, first_id);
+  disabled["truncation"] = "disabled";
+  Json absent = Request(long_b, first_id);
+  for (const Json& body : {disabled, absent}) {
+    auto res = t->Post("/v1/responses", body);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    if (!CoreReplacesErrorBodies(res)) {
+      EXPECT_EQ(ParseJson(res->body)["error"]["param"], "input") << res->body;
+      EXPECT_NE(ParseJson(res->body)["error"]["message"].get<std::string>().find(
+                    "compaction policy none"),
+                std::string::npos)
+          << res->body;
+    }
+  }
+
+  Json automatic = Request(long_b, first_id);
+  automatic["truncation"] = "auto";
+  const Json second = Respond(*t, automatic);
+  EXPECT_NE(second["status"], "failed");
+  EXPECT_EQ(second["truncation"], "auto");
+  EXPECT_EQ(second["previous_response_id"], first_id);
+  const int64_t compacted = second["usage"]["compacted_tokens"];
+  EXPECT_GT(compacted, 0);
+  EXPECT_LE(compacted, history);
+  EXPECT_LE(second["usage"]["input_tokens"].get<int64_t>() + kMaxOutput, 256);
+  // The chain went on in the same session (continued, not forked), now compacted.
+  std::vector<engine::SessionInfo> sessions = t->engine->ListSessions("default");
+  ASSERT_EQ(sessions.size(), 1u);
+  EXPECT_EQ(sessions[0].compactions, 1);
+  EXPECT_EQ(sessions[0].compacted_tokens, compacted);
+  auto stored = t->Get("/v1/responses/" + second["id"].get<std::string>());
+  ASSERT_EQ(stored->status, 200);
+  EXPECT_EQ(ParseJson(stored->body)["truncation"], "auto");
+
+  // The next response continues the compacted conversation; a short one needs no compaction.
+  const Json third = Respond(*t, Request("Thanks.", second["id"]));
+  EXPECT_EQ(third["truncation"], "disabled");
+  EXPECT_EQ(third["usage"]["compacted_tokens"], 0);
+  EXPECT_GT(third["usage"]["input_tokens_details"]["cached_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(t->engine->ListSessions("default").size(), 1u);
+}
+
+// On a server whose sessions compact by default, an absent truncation is "auto" and
+// "disabled" still refuses the overflowing turn.
+TEST(ResponsesApiTest, TruncationFollowsTheServersDefaultPolicy) {
+  const std::string dir = mnemo::testing::MakeTempDir();
+  const std::string model = dir + "/ctx256.gguf";
+  ASSERT_TRUE(engine::WriteTestModel({.arch = engine::Architecture::kLlama,
+                                      .dtype = kernels::DType::kF16,
+                                      .context_length = 256},
+                                     model)
+                  .ok());
+  engine::EngineOptions eo;
+  eo.compaction.policy = cache::CompactionPolicy::kWindow;
+  auto t = TestServer::Start({}, eo, model);
+  ASSERT_NE(t, nullptr);
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += std::string(1, static_cast<char>('a' + i % 26)) + "bcd ";
+  const Json first = Respond(*t, Request(text));
+  EXPECT_EQ(first["truncation"], "auto");
+  Json disabled = Request(text, first["id"]);
+  disabled["truncation"] = "disabled";
+  auto refused = t->Post("/v1/responses", disabled);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 400) << refused->body;
+  const Json second = Respond(*t, Request(text, first["id"]));
+  EXPECT_EQ(second["truncation"], "auto");
+  EXPECT_GT(second["usage"]["compacted_tokens"].get<int64_t>(), 0);
 }
 
 }  // namespace

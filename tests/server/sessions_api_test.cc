@@ -1,7 +1,9 @@
 // The native session API (engine/server/sessions_api.cc, docs/api/sessions.md) over a real
 // server on loopback: replies checked against sessions driven directly through the Engine.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -452,6 +454,193 @@ TEST(SessionsApiTest, ErrorsNameTheFieldAndTheState) {
   EXPECT_FALSE(third->get_header_value("Retry-After").empty());
   ASSERT_EQ(t->Delete(path)->status, 200);
   EXPECT_EQ(t->Post("/v1/sessions", Json::object())->status, 201);
+}
+
+// ---------------------------------------------------------------------------------------
+// Context compaction (docs/api/sessions.md, "Compaction")
+
+// A server over a llama test model whose context is 256 tokens.
+std::unique_ptr<TestServer> SmallContextServer(engine::EngineOptions eo = {}) {
+  const std::string path = mnemo::testing::MakeTempDir() + "/ctx256.gguf";
+  EXPECT_TRUE(engine::WriteTestModel({.arch = engine::Architecture::kLlama,
+                                      .dtype = kernels::DType::kF16,
+                                      .context_length = 256},
+                                     path)
+                  .ok());
+  return TestServer::Start({}, eo, path);
+}
+
+// About one token per character on the test model's byte-level tokenizer.
+std::string Words(int n_chars, char first = 'a') {
+  std::string s;
+  for (int i = 0; static_cast<int>(s.size()) < n_chars; ++i) {
+    s += static_cast<char>('a' + (first - 'a' + i) % 26);
+    if (i % 5 == 4) s += ' ';
+  }
+  return s;
+}
+
+TEST(SessionsApiTest, CompactDropsHistoryAndTheSessionGoesOn) {
+  auto t = SmallContextServer();
+  ASSERT_NE(t, nullptr);
+  const Json created = Create(*t);
+  EXPECT_EQ(
+      created["compaction"],
+      Json({{"policy", "none"}, {"compactions", 0}, {"compacted_tokens", 0}, {"rewind_floor", 0}}));
+  const std::string id = created["id"];
+  const std::string path = "/v1/sessions/" + id;
+  const Json first = Turn(*t, id, Words(120));
+  EXPECT_EQ(first["usage"]["compacted_tokens"], 0);
+  auto tokens = t->engine->SessionTokens("default", id);
+  ASSERT_TRUE(tokens.ok());
+  const int64_t before = static_cast<int64_t>(tokens->size());
+  ASSERT_GT(before, 100);
+
+  // The session's policy is none: compacting needs one in the body.
+  ExpectError(t->Post(path + "/compact", Json::object()), 400, "policy");
+  auto r = t->Post(path + "/compact", {{"policy", "window"}, {"keep_tokens", 40}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const Json obj = ParseJson(r->body);
+  EXPECT_EQ(obj["id"], id);
+  EXPECT_EQ(obj["tokens"], 40);
+  EXPECT_EQ(obj["compaction"]["policy"], "none");  // the session's own policy is unchanged
+  EXPECT_EQ(obj["compaction"]["compactions"], 1);
+  EXPECT_EQ(obj["compaction"]["compacted_tokens"], before - 40);
+  EXPECT_EQ(obj["compaction"]["rewind_floor"], 1);
+  // The window: the 4 sink tokens and the 36 most recent ones.
+  auto after = t->engine->SessionTokens("default", id);
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->size(), 40u);
+  EXPECT_TRUE(std::equal(after->begin(), after->begin() + 4, tokens->begin()));
+  EXPECT_TRUE(std::equal(after->begin() + 4, after->end(), tokens->end() - 36));
+  EXPECT_EQ(ParseJson(t->Get(path)->body)["compaction"], obj["compaction"]);
+
+  // A turn after it runs on the compacted history.
+  const Json second = Turn(*t, id, "And then?");
+  EXPECT_EQ(second["turn"], 1);
+  EXPECT_EQ(second["usage"]["compacted_tokens"], 0);
+  // The kept history's KV was reused (but for the first turn's tokens that were never
+  // computed: its last sampled token and the end-of-turn marker).
+  const int64_t cached = second["usage"]["prompt_tokens_details"]["cached_tokens"];
+  EXPECT_GE(cached, 35);
+  EXPECT_LE(cached, 40);
+  const Json now = ParseJson(t->Get(path)->body);
+  EXPECT_EQ(now["turns"], 2);
+  EXPECT_GT(now["tokens"].get<int64_t>(), 40);
+
+  // The turn before the compaction is gone: rewinding (or forking) below the floor is 409;
+  // at the floor it works.
+  ExpectError(t->Post(path + "/rewind", {{"turns", 0}}), 409, "");
+  ExpectError(t->Post(path + "/fork", {{"turns", 0}}), 409, "");
+  EXPECT_THAT(ParseJson(t->Post(path + "/rewind", {{"turns", 0}})->body)["error"]["message"]
+                  .get<std::string>(),
+              ::testing::HasSubstr("compacted"));
+  auto rewound = t->Post(path + "/rewind", {{"turns", 1}});
+  ASSERT_EQ(rewound->status, 200) << rewound->body;
+  EXPECT_EQ(ParseJson(rewound->body)["tokens"], 40);
+}
+
+TEST(SessionsApiTest, CompactErrorsNameTheField) {
+  auto t = SmallContextServer();
+  ASSERT_NE(t, nullptr);
+  const std::string id = Create(*t, {{"compaction", {{"policy", "window"}}}})["id"];
+  const std::string path = "/v1/sessions/" + id;
+  Turn(*t, id, Words(60));
+  const Json before = ParseJson(t->Get(path)->body);
+  const int64_t n = before["tokens"];
+
+  ExpectError(t->Post(path + "/compact", {{"policy", "lru"}}), 400, "policy");
+  ExpectError(t->Post(path + "/compact", {{"policy", "none"}}), 400, "policy");
+  ExpectError(t->Post(path + "/compact", {{"keep_tokens", n}}), 400, "keep_tokens");
+  ExpectError(t->Post(path + "/compact", {{"keep_tokens", n + 100}}), 400, "keep_tokens");
+  ExpectError(t->Post(path + "/compact", {{"keep_tokens", 0}}), 400, "keep_tokens");
+  ExpectError(t->Post(path + "/compact", {{"keep_tokens", "ten"}}), 400, "keep_tokens");
+  ExpectError(t->Post(path + "/compact", {{"keep", 10}}), 400, "keep");
+  ExpectError(t->Post("/v1/sessions/sess_00000000000000000000000000000000/compact", Json::object()),
+              404, "");
+  const Json unchanged = ParseJson(t->Get(path)->body);
+  EXPECT_EQ(unchanged["tokens"], n);
+  EXPECT_EQ(unchanged["compaction"]["compactions"], 0);
+
+  // The session's own policy (window) and target (half) without a body.
+  auto r = t->client->Post((path + "/compact").c_str(), "", "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(ParseJson(r->body)["tokens"], n / 2);
+  EXPECT_EQ(ParseJson(r->body)["compaction"]["policy"], "window");
+
+  // Busy: a turn queued on a paused engine holds the session.
+  t->engine->Pause();
+  Json slow = UserTurn("More", 4);
+  slow["wait"] = true;
+  int status = 0;
+  std::thread turn([&] {
+    httplib::Client c("127.0.0.1", t->server->port());
+    c.set_read_timeout(120, 0);
+    auto res = c.Post((path + "/messages").c_str(), slow.dump(), "application/json");
+    if (res) status = res->status;
+  });
+  for (int i = 0; i < 1000000 && !t->engine->GetSession("default", id)->busy; ++i) {
+    std::this_thread::yield();
+  }
+  ExpectError(t->Post(path + "/compact", {{"keep_tokens", 10}}), 409, "");
+  t->engine->Resume();
+  turn.join();
+  EXPECT_EQ(status, 200);
+}
+
+TEST(SessionsApiTest, CreationTakesCompactionOptions) {
+  auto t = SmallContextServer();
+  ASSERT_NE(t, nullptr);
+  // A token trigger of 100: the turn that passes it compacts the history first, though the
+  // context (256) has room; the server's default (policy none) would not.
+  const Json s = Create(*t, {{"compaction",
+                              {{"policy", "window"},
+                               {"sink_tokens", 2},
+                               {"trigger_fraction", 0.9},
+                               {"trigger_tokens", 100},
+                               {"max_session_bytes", 0},
+                               {"target_fraction", 0.25}}}});
+  EXPECT_EQ(s["compaction"]["policy"], "window");
+  const std::string id = s["id"];
+  const Json first = Turn(*t, id, Words(60));
+  EXPECT_EQ(first["usage"]["compacted_tokens"], 0);
+  const Json second = Turn(*t, id, Words(60, 'k'));
+  EXPECT_GT(second["usage"]["compacted_tokens"].get<int64_t>(), 0) << second["usage"].dump();
+  EXPECT_LE(second["usage"]["prompt_tokens"].get<int64_t>(), 100);
+  const Json obj = ParseJson(t->Get("/v1/sessions/" + id)->body);
+  EXPECT_EQ(obj["compaction"]["compactions"], 1);
+  EXPECT_EQ(obj["compaction"]["compacted_tokens"], second["usage"]["compacted_tokens"]);
+  EXPECT_EQ(obj["compaction"]["rewind_floor"], 1);
+
+  const Json plain = Create(*t);
+  Turn(*t, plain["id"], Words(60));
+  EXPECT_EQ(Turn(*t, plain["id"], Words(60, 'k'))["usage"]["compacted_tokens"], 0);
+
+  struct Case {
+    Json compaction;
+    std::string param;
+  };
+  const std::vector<Case> cases = {
+      {"window", "compaction"},
+      {{{"policy", "lru"}}, "compaction.policy"},
+      {{{"policy", 1}}, "compaction.policy"},
+      {{{"sink_tokens", -1}}, "compaction.sink_tokens"},
+      {{{"sink_tokens", 1.5}}, "compaction.sink_tokens"},
+      {{{"trigger_fraction", 0}}, "compaction.trigger_fraction"},
+      {{{"trigger_fraction", 1.5}}, "compaction.trigger_fraction"},
+      {{{"trigger_tokens", -1}}, "compaction.trigger_tokens"},
+      {{{"max_session_bytes", -5}}, "compaction.max_session_bytes"},
+      {{{"target_fraction", 1}}, "compaction.target_fraction"},
+      {{{"target_fraction", 0}}, "compaction.target_fraction"},
+      {{{"target_fraction", "half"}}, "compaction.target_fraction"},
+      {{{"sinks", 4}}, "compaction.sinks"},
+  };
+  for (const Case& c : cases) {
+    ExpectError(t->Post("/v1/sessions", {{"compaction", c.compaction}}), 400, c.param);
+  }
+  EXPECT_EQ(t->engine->ListSessions("default").size(), 2u);  // no failure created one
 }
 
 }  // namespace

@@ -191,6 +191,65 @@ TEST_F(MnemoChat, CommandErrorsAreReportedAndTheChatGoesOn) {
   EXPECT_EQ(std::count(run.result.err.begin(), run.result.err.end(), '\n'), 4) << run.result.err;
 }
 
+TEST_F(MnemoChat, CompactDropsHistoryAndTheChatGoesOn) {
+  ChatRun run = Greedy({"--system", kSystem},
+                       "hello\nhow are you?\n/compact 60\nand now?\n/rewind 0\n/compact x\n"
+                       "/help\n");
+  EXPECT_EQ(run.result.exit_code, 1);  // the rewind below the floor and /compact x failed
+  std::vector<std::string> kinds;
+  for (const json& e : run.events) kinds.push_back(e["event"].get<std::string>());
+  EXPECT_THAT(kinds, ::testing::ElementsAre("session", "turn", "turn", "compact", "turn", "error",
+                                            "error", "help"));
+  const std::vector<json> turns = run.Of("turn");
+  const json compact = run.Of("compact")[0];
+  const int64_t before = compact["tokens_before"];
+  // Everything the two turns left: their prompts and replies (and an end-of-turn marker).
+  const int64_t history = Usage(turns[1], "prompt_tokens") + Usage(turns[1], "completion_tokens");
+  EXPECT_GE(before, history);
+  EXPECT_LE(before, history + 4);
+  EXPECT_EQ(compact["tokens_after"], 60);
+  EXPECT_EQ(compact["dropped_tokens"], before - 60);
+  EXPECT_EQ(compact["compactions"], 1);
+  EXPECT_EQ(compact["compacted_tokens"], before - 60);
+  EXPECT_EQ(compact["rewind_floor"], 2);  // user turns
+  // The turn after it runs on the 60 kept tokens, reusing their KV (but for the tokens of the
+  // last turn that were never computed: its last sampled token and end-of-turn marker).
+  EXPECT_EQ(turns[2]["turn"], 3);
+  EXPECT_LE(Usage(turns[2], "cached_tokens"), 60);
+  EXPECT_GE(Usage(turns[2], "cached_tokens"), 55);
+  EXPECT_EQ(Usage(turns[2], "compacted_tokens"), 0);
+  const std::vector<json> errors = run.Of("error");
+  EXPECT_THAT(errors[0]["message"].get<std::string>(), HasSubstr("compacted"));
+  EXPECT_THAT(errors[1]["message"].get<std::string>(), HasSubstr("'x'"));
+  EXPECT_THAT(run.Of("help")[0]["text"].get<std::string>(), HasSubstr("/compact [N]"));
+}
+
+TEST_F(MnemoChat, CompactionFlagsCompactTurnsPastTheTrigger) {
+  // The system prompt (~140 tokens) and a short first turn stay under 250 tokens; a second
+  // turn of ~150 passes them and compacts the history first. Without the flags nothing is
+  // compacted.
+  std::string second(150, 'x');
+  for (size_t i = 5; i < second.size(); i += 6) second[i] = ' ';
+  const std::string input = "hi\n" + second + "\n";
+  ChatRun run = Greedy({"--system", kSystem, "--compaction", "window",
+                        "--compaction-trigger-tokens", "250", "--compaction-target", "0.5"},
+                       input);
+  ASSERT_EQ(run.result.exit_code, 0) << run.result.err;
+  std::vector<json> turns = run.Of("turn");
+  ASSERT_EQ(turns.size(), 2u);
+  EXPECT_EQ(Usage(turns[0], "compacted_tokens"), 0);
+  const int64_t compacted = Usage(turns[1], "compacted_tokens");
+  EXPECT_GT(compacted, 0);
+  EXPECT_LE(Usage(turns[1], "prompt_tokens"), 250);
+
+  ChatRun plain = Greedy({"--system", kSystem}, input);
+  ASSERT_EQ(plain.result.exit_code, 0) << plain.result.err;
+  turns = plain.Of("turn");
+  ASSERT_EQ(turns.size(), 2u);
+  EXPECT_EQ(Usage(turns[1], "compacted_tokens"), 0);
+  EXPECT_GT(Usage(turns[1], "prompt_tokens"), 250);
+}
+
 TEST_F(MnemoChat, BadFlagsFailWithOneLine) {
   struct Case {
     std::vector<std::string> args;
@@ -214,6 +273,12 @@ TEST_F(MnemoChat, BadFlagsFailWithOneLine) {
       {{m, "--state-dir", testing::MakeTempDir(), "--session", "sess_x"}, 1, "no session sess_x"},
       {{m, "--kv-budget", "1K"}, 1, ""},
       {{m, "--device", "tpu"}, 2, "--device: expected cpu, cuda or cuda:N, got 'tpu'"},
+      {{m, "--compaction", "lru"}, 2, "--compaction must be none or window, got \"lru\""},
+      {{m, "--compaction-target", "1.5"}, 2, "--compaction-target must be in (0, 1), got 1.5"},
+      {{m, "--compaction-target", "half"}, 2, "--compaction-target: not a number: 'half'"},
+      {{m, "--compaction-trigger", "0"}, 2, "--compaction-trigger must be in (0, 1]"},
+      {{m, "--compaction-sinks", "-1"}, 2, "--compaction-sinks must be >= 0"},
+      {{m, "--compaction-max-session-bytes", "9Q"}, 2, "--compaction-max-session-bytes"},
       {{m, "--device", "cuda:7"}, 1, "device cuda:7: "},
       {{"/nonexistent.gguf"}, 1, "nonexistent"},
   };
@@ -232,6 +297,8 @@ TEST_F(MnemoChat, BadFlagsFailWithOneLine) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("--kv-budget"));
   EXPECT_THAT(help.out, HasSubstr("/fork"));
+  EXPECT_THAT(help.out, HasSubstr("/compact [N]"));
+  EXPECT_THAT(help.out, HasSubstr("--compaction POLICY"));
   EXPECT_THAT(help.out, HasSubstr("raw tokens"));
 }
 

@@ -1,6 +1,13 @@
 #include "tools/mnemo/cli.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/test_util.h"
+#include "tools/mnemo/engine_flags.h"
 
 namespace mnemo::cli {
 namespace {
@@ -88,6 +95,83 @@ TEST(CliFormatBytes, Units) {
   EXPECT_EQ(FormatBytes(12), "12 B");
   EXPECT_EQ(FormatBytes(1536), "1.50 KiB");
   EXPECT_EQ(FormatBytes(3ull << 30), "3.00 GiB");
+}
+
+CommandSpec CompactionSpec() {
+  return CommandSpec{.name = "t", .usage = "", .summary = "", .flags = CompactionFlagSpecs()};
+}
+
+// The compaction options the flags give, or the error.
+absl::StatusOr<cache::CompactionOptions> CompactionFrom(const std::vector<std::string>& args) {
+  auto p = Parse(CompactionSpec(), args);
+  if (!p.ok()) return p.status();
+  engine::EngineOptions eo;
+  if (absl::Status st = ApplyEngineFlags(*p, &eo); !st.ok()) return st;
+  return eo.compaction;
+}
+
+TEST(CliCompactionFlags, SetEveryField) {
+  auto none = CompactionFrom({});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->policy, cache::CompactionPolicy::kNone);
+  EXPECT_EQ(none->sink_tokens, 4);
+  auto o = CompactionFrom({"--compaction", "window", "--compaction-sinks", "8",
+                           "--compaction-trigger", "0.75", "--compaction-trigger-tokens", "300",
+                           "--compaction-target=0.25", "--compaction-max-session-bytes", "2M"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->policy, cache::CompactionPolicy::kWindow);
+  EXPECT_EQ(o->sink_tokens, 8);
+  EXPECT_EQ(o->trigger_fraction, 0.75);
+  EXPECT_EQ(o->trigger_tokens, 300);
+  EXPECT_EQ(o->target_fraction, 0.25);
+  EXPECT_EQ(o->max_session_bytes, 2 << 20);
+  EXPECT_TRUE(CompactionFrom({"--compaction", "none"}).ok());
+  EXPECT_TRUE(CompactionFrom({"--compaction-trigger", "1"}).ok());
+}
+
+TEST(CliCompactionFlags, BadValuesNameTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--compaction", "lru"}, "--compaction must be none or window, got \"lru\""},
+      {{"--compaction", ""}, "--compaction must be none or window"},
+      {{"--compaction-sinks", "-1"}, "--compaction-sinks must be >= 0, got -1"},
+      {{"--compaction-sinks", "four"}, "--compaction-sinks: not an integer: 'four'"},
+      {{"--compaction-trigger", "0"}, "--compaction-trigger must be in (0, 1], got 0"},
+      {{"--compaction-trigger", "1.01"}, "--compaction-trigger must be in (0, 1]"},
+      {{"--compaction-trigger", "nan"}, "--compaction-trigger must be in (0, 1]"},
+      {{"--compaction-trigger-tokens", "-3"}, "--compaction-trigger-tokens must be >= 0"},
+      {{"--compaction-target", "1"}, "--compaction-target must be in (0, 1), got 1"},
+      {{"--compaction-target", "0"}, "--compaction-target must be in (0, 1), got 0"},
+      {{"--compaction-target", "x"}, "--compaction-target: not a number: 'x'"},
+      {{"--compaction-max-session-bytes", "-1"}, "--compaction-max-session-bytes: not a byte"},
+  };
+  for (const auto& [args, message] : cases) {
+    auto o = CompactionFrom(args);
+    ASSERT_FALSE(o.ok()) << args[0] << " " << args[1];
+    EXPECT_EQ(o.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(o.status().message()), ::testing::HasSubstr(message));
+  }
+}
+
+// serve and bench read the same flags, with their own error prefix and exit code 2 (the
+// flags are checked before the model is opened).
+TEST(CliCompactionFlags, ServeAndBenchRefuseBadValues) {
+  const std::string bin = mnemo::testing::MnemoBinary();
+  mnemo::testing::CommandResult serve =
+      mnemo::testing::RunCommand({bin, "serve", "/nonexistent.gguf", "--compaction", "lru"});
+  EXPECT_EQ(serve.exit_code, 2) << serve.err;
+  EXPECT_EQ(serve.err, "mnemo serve: --compaction must be none or window, got \"lru\"\n");
+  mnemo::testing::CommandResult target = mnemo::testing::RunCommand(
+      {bin, "serve", "/nonexistent.gguf", "--compaction", "window", "--compaction-target", "2"});
+  EXPECT_EQ(target.exit_code, 2) << target.err;
+  EXPECT_EQ(target.err, "mnemo serve: --compaction-target must be in (0, 1), got 2\n");
+  mnemo::testing::CommandResult bench =
+      mnemo::testing::RunCommand({bin, "bench", "multiturn", "/nonexistent.gguf", "--out",
+                                  mnemo::testing::MakeTempDir(), "--compaction-target", "1.5"});
+  EXPECT_EQ(bench.exit_code, 2) << bench.err;
+  EXPECT_THAT(bench.err, ::testing::HasSubstr("--compaction-target must be in (0, 1), got 1.5"));
+  mnemo::testing::CommandResult help = mnemo::testing::RunCommand({bin, "serve", "--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_THAT(help.out, ::testing::HasSubstr("--compaction-trigger-tokens N"));
 }
 
 }  // namespace

@@ -38,6 +38,8 @@
 #include "nlohmann/json.hpp"
 #include "tools/mnemo/cli.h"
 #include "tools/mnemo/commands.h"
+#include "tools/mnemo/engine_flags.h"
+#include "tools/mnemo/sampling_flags.h"
 
 #ifndef MNEMO_SOURCE_DIR
 #define MNEMO_SOURCE_DIR ""
@@ -63,45 +65,45 @@ const CommandSpec& MultiturnSpec() {
           "model. MODEL is the model file (its tokenizer cuts the text to token counts; it\n"
           "is served in-process unless --target is given). Writes DIR/workload.jsonl,\n"
           "result.json, result.csv, report.md and the PNG plots (docs/benchmarks.md).",
-      .flags = {{"out", true, "DIR", "the output directory (required)"},
-                {"workload", true, "W", "chat (default), agent, or a saved FILE.jsonl"},
-                {"conversations", true, "N",
-                 "conversations to generate (default 16 chat, 8 agent)"},
-                {"turns", true, "T",
-                 "turns per chat conversation / tool steps per agent run "
-                 "(default: drawn, mean 3.5 for chat)"},
-                {"user-tokens", true, "N", "every user message exactly N tokens (default: drawn)"},
-                {"reply-tokens", true, "N", "every reply exactly N tokens (default: drawn)"},
-                {"concurrency", true, "C", "simulated users (default 4)"},
-                {"open-loop", false, "", "start conversations at their arrival times"},
-                {"think-scale", true, "X",
-                 "multiply the think times by X while running (default 0: no pauses; the cost "
-                 "model prices think time either way)"},
-                {"modes", true, "LIST",
-                 "comma-separated: stateless,prefix,stateful,spill (default all; with --target: "
-                 "stateless,stateful)"},
-                {"target", true, "URL", "drive an OpenAI-compatible server instead of the engine"},
-                {"stateful-api", true, "API", "with --target: sessions (default) or responses"},
-                {"api-key", true, "KEY", "with --target: the bearer token"},
-                {"no-ignore-eos", false, "",
-                 "with --target: do not send ignore_eos (for servers that refuse unknown fields)"},
-                {"served-model", true, "NAME",
-                 "with --target: the request's model (default: the server's first /v1/models id)"},
-                {"seed", true, "S", "workload seed (default 1)"},
-                {"text", true, "PATH", "user text (default /usr/share/common-licenses/GPL-3)"},
-                {"tool-text", true, "PATH",
-                 "agent tool-output text (default /usr/include/stdlib.h)"},
-                {"threads", true, "N", "engine threads, 0 = all (default 0)"},
-                {"device", true, "DEV", "in-process engine: cpu (default) or cuda[:N]"},
-                {"max-batch-tokens", true, "N", "tokens per engine step (default 512)"},
-                {"spill-fraction", true, "F",
-                 "spill mode: device budget as a fraction of the workload's resident KV (0.25)"},
-                {"price-compute", true, "P", "cost model: compute per busy hour (default 2.0)"},
-                {"price-device", true, "P", "cost model: device memory per GB-hour (0.025)"},
-                {"price-host", true, "P", "cost model: host memory per GB-hour (0.005)"},
-                {"price-disk", true, "P", "cost model: disk per GB-hour (0.0001)"},
-                {"no-plots", false, "", "skip the PNG plots"},
-                {"quiet", false, "", "no progress bar"}},
+      .flags = JoinFlags(
+          {{{"out", true, "DIR", "the output directory (required)"},
+            {"workload", true, "W", "chat (default), agent, or a saved FILE.jsonl"},
+            {"conversations", true, "N", "conversations to generate (default 16 chat, 8 agent)"},
+            {"turns", true, "T",
+             "turns per chat conversation / tool steps per agent run "
+             "(default: drawn, mean 3.5 for chat)"},
+            {"user-tokens", true, "N", "every user message exactly N tokens (default: drawn)"},
+            {"reply-tokens", true, "N", "every reply exactly N tokens (default: drawn)"},
+            {"concurrency", true, "C", "simulated users (default 4)"},
+            {"open-loop", false, "", "start conversations at their arrival times"},
+            {"think-scale", true, "X",
+             "multiply the think times by X while running (default 0: no pauses; the cost "
+             "model prices think time either way)"},
+            {"modes", true, "LIST",
+             "comma-separated: stateless,prefix,stateful,spill (default all; with --target: "
+             "stateless,stateful)"},
+            {"target", true, "URL", "drive an OpenAI-compatible server instead of the engine"},
+            {"stateful-api", true, "API", "with --target: sessions (default) or responses"},
+            {"api-key", true, "KEY", "with --target: the bearer token"},
+            {"no-ignore-eos", false, "",
+             "with --target: do not send ignore_eos (for servers that refuse unknown fields)"},
+            {"served-model", true, "NAME",
+             "with --target: the request's model (default: the server's first /v1/models id)"},
+            {"seed", true, "S", "workload seed (default 1)"},
+            {"text", true, "PATH", "user text (default /usr/share/common-licenses/GPL-3)"},
+            {"tool-text", true, "PATH", "agent tool-output text (default /usr/include/stdlib.h)"},
+            {"threads", true, "N", "engine threads, 0 = all (default 0)"},
+            {"device", true, "DEV", "in-process engine: cpu (default) or cuda[:N]"},
+            {"max-batch-tokens", true, "N", "tokens per engine step (default 512)"},
+            {"spill-fraction", true, "F",
+             "spill mode: device budget as a fraction of the workload's resident KV (0.25)"},
+            {"price-compute", true, "P", "cost model: compute per busy hour (default 2.0)"},
+            {"price-device", true, "P", "cost model: device memory per GB-hour (0.025)"},
+            {"price-host", true, "P", "cost model: host memory per GB-hour (0.005)"},
+            {"price-disk", true, "P", "cost model: disk per GB-hour (0.0001)"},
+            {"no-plots", false, "", "skip the PNG plots"},
+            {"quiet", false, "", "no progress bar"}},
+           CompactionFlagSpecs()}),
       .min_positionals = 1,
       .max_positionals = 1,
   };
@@ -193,6 +195,7 @@ struct Settings {
   std::vector<BenchMode> modes;
   bench::CostInputs prices;
   engine::Device device;
+  cache::CompactionOptions compaction;  // the in-process engine's sessions
 };
 
 absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
@@ -220,6 +223,17 @@ absl::StatusOr<Settings> ReadSettings(const ParsedArgs& p) {
   s.ignore_eos = !p.Has("no-ignore-eos");
   s.plots = !p.Has("no-plots");
   s.quiet = p.Has("quiet");
+  if (absl::Status st = ApplyCompactionFlags(p, &s.compaction); !st.ok()) return st;
+  if (!s.target.empty()) {
+    for (const FlagSpec& f : CompactionFlagSpecs()) {
+      if (p.Has(f.name)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", f.name,
+                         " configures the in-process engine; with --target start the server "
+                         "with it"));
+      }
+    }
+  }
 
   struct IntFlag {
     const char* name;
@@ -336,6 +350,7 @@ absl::StatusOr<std::unique_ptr<bench::Driver>> MakeDriver(const Settings& s,
   o.engine.device = s.device;
   o.engine.threads = static_cast<int>(s.threads);
   o.engine.max_batch_tokens = static_cast<int>(s.max_batch_tokens);
+  o.engine.compaction = s.compaction;
   o.spill_device_fraction = s.spill_fraction;
   o.concurrency = static_cast<int>(s.concurrency);
   return bench::MakeEngineDriver(model, w, o);
@@ -389,6 +404,7 @@ int RunMultiturn(const std::vector<std::string>& args) {
       {"threads", s.threads},
       {"device", s.device.ToString()},
       {"max_batch_tokens", s.max_batch_tokens},
+      {"compaction", std::string(cache::CompactionPolicyName(s.compaction.policy))},
       {"spill_fraction", s.spill_fraction},
       {"target", s.target.empty() ? json(nullptr) : json(s.target)},
       {"stateful_api", s.target.empty() ? json(nullptr) : json(s.stateful_api)},

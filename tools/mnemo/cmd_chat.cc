@@ -1,10 +1,13 @@
 // mnemo chat MODEL [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //            [--min-p P] [--seed S] [--threads N] [--kv-budget BYTES] [--json]
+//            [--compaction none|window] [--compaction-* ...]
 //
 // An interactive conversation on ONE engine session (tenant "local"): every input line is a
 // user turn appended to the session, so each turn computes only its new tokens; the rest of
 // the history's KV is reused. Replies stream to stdout; per-turn statistics, session ids and
 // notices go to stderr (with --json, stdout carries one JSON object per input line instead).
+// With --compaction window a turn that would overflow the context compacts the history first
+// (the first and the most recent tokens are kept); /compact does it on demand.
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +17,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -23,6 +27,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cache/base/strings.h"
+#include "cache/compaction.h"
 #include "engine/engine.h"
 #include "engine/model/model.h"
 #include "nlohmann/json.hpp"
@@ -46,6 +51,9 @@ constexpr const char kCommandHelp[] =
     "  /fork        fork the session (shares its KV) and continue on the fork\n"
     "  /rewind [N]  drop the last user turn and its reply, or keep only the first N turns\n"
     "  /reset       delete the session and start a fresh one with the same system prompt\n"
+    "  /compact [N] compact the context now: keep the first and the most recent tokens, N in\n"
+    "               all (default: the compaction target's share); earlier turns can no longer\n"
+    "               be rewound to\n"
     "  /help        this list\n"
     "  /quit        end the chat (so does end of input)\n";
 
@@ -54,7 +62,8 @@ const CommandSpec& Spec() {
       .name = "chat",
       .usage =
           "MODEL [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
-          "       [--min-p P] [--seed S] [--threads N] [--kv-budget BYTES] [--json]",
+          "       [--min-p P] [--seed S] [--threads N] [--kv-budget BYTES] [--json]\n"
+          "       [--compaction none|window] [--compaction-* ...]",
       .summary = absl::StrCat(
           "An interactive multi-turn chat on one engine session (tenant \"local\"). Each\n"
           "line read from stdin is a user message; the reply streams to stdout and a line of\n"
@@ -76,7 +85,8 @@ const CommandSpec& Spec() {
             {"state-dir", true, "DIR", "keep sessions durable in DIR (created if missing)"},
             {"session", true, "ID", "resume session ID from --state-dir"},
             {"durability", true, "MODE", "async (default), sync or none (with --state-dir)"},
-            {"json", false, "", "one JSON object per input line (turns, commands, errors)"}}}),
+            {"json", false, "", "one JSON object per input line (turns, commands, errors)"}},
+           CompactionFlagSpecs()}),
       .min_positionals = 1,
       .max_positionals = 1,
   };
@@ -165,6 +175,8 @@ class Chat {
       Report(Rewind(arg));
     } else if (cmd == "/reset") {
       Report(Reset());
+    } else if (cmd == "/compact") {
+      Report(Compact(arg));
     } else {
       Report(absl::InvalidArgumentError(
           absl::StrCat("unknown command ", cmd, " (/help lists them; // sends a leading /)")));
@@ -218,11 +230,20 @@ class Chat {
             engine_.tokenizer().Encode(*alone, {.add_bos = false, .parse_special = true}).size());
       }
     }
-    const int64_t room = engine_.context_length() - info->n_tokens - new_tokens;
-    if (room < 1) {
+    const int64_t ctx = engine_.context_length();
+    int64_t room = ctx - info->n_tokens - new_tokens;
+    if (info->compaction_policy != cache::CompactionPolicy::kNone) {
+      // The engine compacts the history to make room; the turn itself, the sinks and one
+      // recent token must still fit with the reply.
+      room = ctx - new_tokens - engine_.options().compaction.sink_tokens - 1;
+      if (room < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the message alone fills the context (", ctx, " tokens)"));
+      }
+    } else if (room < 1) {
       return absl::ResourceExhaustedError(
-          absl::StrCat("the conversation fills the context (", info->n_tokens, " of ",
-                       engine_.context_length(), " tokens): /rewind or /reset to make room"));
+          absl::StrCat("the conversation fills the context (", info->n_tokens, " of ", ctx,
+                       " tokens): /compact, /rewind or /reset to make room"));
     }
     params.stop.max_tokens = static_cast<int>(std::min<int64_t>(opts_.max_tokens, room));
 
@@ -259,7 +280,8 @@ class Chat {
              {{"prompt_tokens", u.prompt_tokens},
               {"cached_tokens", u.cached_tokens},
               {"computed_tokens", computed},
-              {"completion_tokens", u.completion_tokens}}},
+              {"completion_tokens", u.completion_tokens},
+              {"compacted_tokens", u.compacted_tokens}}},
             {"ttft", r.ttft_seconds},
             {"seconds", r.total_seconds},
             {"decode_tokens_per_second", decode_tps}});
@@ -270,6 +292,10 @@ class Chat {
                    static_cast<long long>(u.prompt_tokens), static_cast<long long>(u.cached_tokens),
                    static_cast<long long>(computed), static_cast<long long>(u.completion_tokens),
                    finish.c_str(), r.ttft_seconds, decode_tps);
+      if (u.compacted_tokens > 0) {
+        Notice(absl::StrCat("the context was compacted before this turn: ", u.compacted_tokens,
+                            " history tokens dropped"));
+      }
     }
     return absl::OkStatus();
   }
@@ -309,6 +335,45 @@ class Chat {
       Emit({{"event", "rewind"}, {"id", session_}, {"turns", keep}});
     } else {
       Notice(absl::StrCat("rewound to ", keep, keep == 1 ? " turn" : " turns"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Compacts the session now: with its own policy, or the window policy when it has none
+  // (the user asked for it); keeping `arg` tokens, or the policy's target share.
+  absl::Status Compact(const std::string& arg) {
+    std::optional<int64_t> keep;
+    if (!arg.empty()) {
+      int64_t n = 0;
+      if (!absl::SimpleAtoi(AsAbsl(arg), &n) || n < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("/compact takes a number of tokens to keep (>= 1), got '", arg, "'"));
+      }
+      keep = n;
+    }
+    auto before = engine_.GetSession(kTenant, session_);
+    if (!before.ok()) return before.status();
+    std::optional<cache::CompactionPolicy> policy;
+    if (before->compaction_policy == cache::CompactionPolicy::kNone) {
+      policy = cache::CompactionPolicy::kWindow;
+    }
+    auto after = engine_.Compact(kTenant, session_, policy, keep);
+    if (!after.ok()) return after.status();
+    const int64_t dropped = before->n_tokens - after->n_tokens;
+    if (opts_.json) {
+      Emit({{"event", "compact"},
+            {"id", session_},
+            {"tokens_before", before->n_tokens},
+            {"tokens_after", after->n_tokens},
+            {"dropped_tokens", dropped},
+            {"compactions", after->compactions},
+            {"compacted_tokens", after->compacted_tokens},
+            {"rewind_floor", std::max<int64_t>(after->rewind_floor - system_turns_, 0)}});
+    } else {
+      Notice(absl::StrCat("compacted ", before->n_tokens, " -> ", after->n_tokens, " tokens (",
+                          dropped, " dropped; ", after->compactions,
+                          after->compactions == 1 ? " compaction" : " compactions", ", ",
+                          after->compacted_tokens, " tokens dropped so far)"));
     }
     return absl::OkStatus();
   }

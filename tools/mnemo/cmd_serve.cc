@@ -22,6 +22,7 @@
 #include "tools/mnemo/cli.h"
 #include "tools/mnemo/commands.h"
 #include "tools/mnemo/engine_flags.h"
+#include "tools/mnemo/sampling_flags.h"
 
 namespace mnemo::cli {
 namespace {
@@ -32,30 +33,33 @@ const CommandSpec& Spec() {
       .usage =
           "MODEL [--host H] [--port P] [--state-dir DIR] [--device-budget BYTES]\n"
           "       [--host-budget BYTES] [--disk-budget BYTES] [--api-keys FILE] [--threads N]\n"
-          "       [--config FILE] [--durability MODE] [--insecure] [--audit-log FILE]",
+          "       [--config FILE] [--durability MODE] [--insecure] [--audit-log FILE]\n"
+          "       [--compaction none|window] [--compaction-* ...]",
       .summary =
           "Serves MODEL over HTTP: the OpenAI API (/v1/chat/completions, /v1/completions,\n"
           "/v1/responses), mnemo's session API (/v1/sessions) and /metrics (docs/api.md).\n"
           "SIGTERM or SIGINT drains and exits 0. Defaults serve on 127.0.0.1:8080.\n",
-      .flags = {{"host", true, "H", "address to bind (default 127.0.0.1)"},
-                {"port", true, "P", "port (default 8080; 0 = any free port)"},
-                {"state-dir", true, "DIR", "durable sessions and the disk tier"},
-                {"device-budget", true, "BYTES", "KV memory of the device tier (default 1G)"},
-                {"host-budget", true, "BYTES", "host tier for spilled sessions (default 0)"},
-                {"disk-budget", true, "BYTES", "bytes of blocks in --state-dir (default: any)"},
-                {"api-keys", true, "FILE", "lines \"KEY TENANT\"; without it, loopback only"},
-                {"threads", true, "N", "CPU threads for the model, 0 = all (default 0)"},
-                {"device", true, "DEV", "cpu (default) or cuda[:N]"},
-                {"config", true, "FILE", "a JSON object of these settings"},
-                {"durability", true, "MODE", "async (default), sync or none"},
-                {"insecure", false, "", "allow a non-loopback --host without --api-keys"},
-                {"audit-log", true, "FILE", "append one JSON line per action"},
-                {"model-name", true, "NAME", "the model id clients use (default: the file's)"},
-                {"max-concurrent", true, "N", "requests in flight per tenant (default 64)"},
-                {"max-sessions", true, "N", "sessions per tenant (default 0: no limit)"},
-                {"tenant-host-quota", true, "BYTES", "host-tier bytes per tenant (default: none)"},
-                {"tenant-disk-quota", true, "BYTES", "disk-tier bytes per tenant (default: none)"},
-                {"drain-timeout", true, "SECONDS", "how long a drain waits (default 30)"}},
+      .flags = JoinFlags(
+          {{{"host", true, "H", "address to bind (default 127.0.0.1)"},
+            {"port", true, "P", "port (default 8080; 0 = any free port)"},
+            {"state-dir", true, "DIR", "durable sessions and the disk tier"},
+            {"device-budget", true, "BYTES", "KV memory of the device tier (default 1G)"},
+            {"host-budget", true, "BYTES", "host tier for spilled sessions (default 0)"},
+            {"disk-budget", true, "BYTES", "bytes of blocks in --state-dir (default: any)"},
+            {"api-keys", true, "FILE", "lines \"KEY TENANT\"; without it, loopback only"},
+            {"threads", true, "N", "CPU threads for the model, 0 = all (default 0)"},
+            {"device", true, "DEV", "cpu (default) or cuda[:N]"},
+            {"config", true, "FILE", "a JSON object of these settings"},
+            {"durability", true, "MODE", "async (default), sync or none"},
+            {"insecure", false, "", "allow a non-loopback --host without --api-keys"},
+            {"audit-log", true, "FILE", "append one JSON line per action"},
+            {"model-name", true, "NAME", "the model id clients use (default: the file's)"},
+            {"max-concurrent", true, "N", "requests in flight per tenant (default 64)"},
+            {"max-sessions", true, "N", "sessions per tenant (default 0: no limit)"},
+            {"tenant-host-quota", true, "BYTES", "host-tier bytes per tenant (default: none)"},
+            {"tenant-disk-quota", true, "BYTES", "disk-tier bytes per tenant (default: none)"},
+            {"drain-timeout", true, "SECONDS", "how long a drain waits (default 30)"}},
+           CompactionFlagSpecs()}),
       .min_positionals = 1,
       .max_positionals = 1,
   };

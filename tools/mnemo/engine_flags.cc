@@ -1,10 +1,83 @@
 #include "tools/mnemo/engine_flags.h"
 
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace mnemo::cli {
+
+std::vector<FlagSpec> CompactionFlagSpecs() {
+  return {{"compaction", true, "POLICY",
+           "sessions' context compaction: none (default: a full context refuses the turn) or "
+           "window (keep the first and the most recent tokens)"},
+          {"compaction-sinks", true, "N", "window: the first tokens always kept (default 4)"},
+          {"compaction-trigger", true, "F",
+           "compact once a turn passes F x the context length, 0 < F <= 1 (default 1)"},
+          {"compaction-trigger-tokens", true, "N",
+           "compact once a turn passes N tokens (default 0: off)"},
+          {"compaction-target", true, "F",
+           "keep F of the limit that triggered, 0 < F < 1 (default 0.5)"},
+          {"compaction-max-session-bytes", true, "BYTES",
+           "compact once a session's KV passes BYTES (default 0: off)"}};
+}
+
+absl::Status ApplyCompactionFlags(const ParsedArgs& args, cache::CompactionOptions* o) {
+  if (auto policy = args.Get("compaction")) {
+    auto p = cache::ParseCompactionPolicy(*policy);
+    if (!p.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--compaction must be none or window, got \"", *policy, "\""));
+    }
+    o->policy = *p;
+  }
+  for (auto [flag, into] : {std::pair{"compaction-sinks", &o->sink_tokens},
+                            std::pair{"compaction-trigger-tokens", &o->trigger_tokens}}) {
+    if (!args.Has(flag)) continue;
+    auto v = args.GetInt(flag, 0);
+    if (!v.ok()) return v.status();
+    if (*v < 0 || *v > (int64_t{1} << 40)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be >= 0, got ", *v));
+    }
+    *into = *v;
+  }
+  if (auto text = args.Get("compaction-max-session-bytes")) {
+    auto bytes = ParseByteSize(*text);
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--compaction-max-session-bytes: ", bytes.status().message()));
+    }
+    if (*bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--compaction-max-session-bytes: too large: '", *text, "'"));
+    }
+    o->max_session_bytes = static_cast<int64_t>(*bytes);
+  }
+  if (args.Has("compaction-trigger")) {
+    auto f = args.GetDouble("compaction-trigger", 1.0);
+    if (!f.ok()) return f.status();
+    if (!(*f > 0.0 && *f <= 1.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--compaction-trigger must be in (0, 1], got ", *f));
+    }
+    o->trigger_fraction = *f;
+  }
+  if (args.Has("compaction-target")) {
+    auto f = args.GetDouble("compaction-target", 0.5);
+    if (!f.ok()) return f.status();
+    if (!(*f > 0.0 && *f < 1.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--compaction-target must be in (0, 1), got ", *f));
+    }
+    o->target_fraction = *f;
+  }
+  // The checks above cover every field; this keeps the flags and the engine in step.
+  if (absl::Status st = cache::ValidateCompactionOptions(*o); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--compaction*: ", st.message()));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ApplyEngineFlags(const ParsedArgs& args, engine::EngineOptions* eo) {
   for (auto [flag, into] : {std::pair{"kv-budget", &eo->kv_budget_bytes},
@@ -42,7 +115,7 @@ absl::Status ApplyEngineFlags(const ParsedArgs& args, engine::EngineOptions* eo)
           absl::StrCat("--durability must be async, sync or none, got \"", *mode, "\""));
     }
   }
-  return absl::OkStatus();
+  return ApplyCompactionFlags(args, &eo->compaction);
 }
 
 }  // namespace mnemo::cli

@@ -84,6 +84,9 @@ struct GenerationFields {
   int n = 1;
   bool logprobs = false;
   std::string user;
+  // Session turns: the usage object also reports compacted_tokens (the history tokens a
+  // compaction before the turn dropped), mnemo's extension.
+  bool report_compaction = false;
 };
 
 // Reads temperature [0, 2], top_p (0, 1], seed, stop (string or array of at most 4),
@@ -252,12 +255,14 @@ void RespondChat(Call& c, std::vector<engine::StreamPtr> streams, const Generati
 
 // The logprobs object of one choice ({"content": [{token, logprob, bytes, top_logprobs}]}).
 Json ChatLogprobs(const engine::Tokenizer& tok, const engine::TurnResult& r);
-// The usage object of a request whose choices ended with `results`.
-Json ChatUsage(const std::vector<const engine::TurnResult*>& results);
+// The usage object of a request whose choices ended with `results`; with
+// `report_compaction`, also compacted_tokens (GenerationFields::report_compaction).
+Json ChatUsage(const std::vector<const engine::TurnResult*>& results,
+               bool report_compaction = false);
 // The end of a chat/completions event stream: `base` with the usage of `streams` when
 // `include_usage`, then "data: [DONE]".
-std::string StreamTail(const std::vector<engine::StreamPtr>& streams, bool include_usage,
-                       Json base);
+std::string StreamTail(const std::vector<engine::StreamPtr>& streams, bool include_usage, Json base,
+                       bool report_compaction = false);
 // "<prefix>" + 24 random hex digits.
 std::string RandomId(std::string_view prefix);
 
