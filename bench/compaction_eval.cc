@@ -129,7 +129,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     } else if (name == "--threads" && numeric) {
       f.threads = static_cast<int>(v);
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag or bad value: ", a, "\n", kUsage));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag or bad value: ", a, "\n", kUsage));
     }
   }
   return f;
@@ -227,7 +228,8 @@ absl::StatusOr<json> Perplexity(Engine& e, const Flags& f, const std::vector<Tok
     if (absl::Status st = Score(e, fork->id, eval, &full); !st.ok()) return st;
     (void)e.DeleteSession("b", fork->id);
     for (size_t i = 0; i < f.budgets.size(); ++i) {
-      const int64_t keep = static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
+      const int64_t keep =
+          static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
       auto w = e.Fork("b", *base);
       if (!w.ok()) return w.status();
       auto c = e.Compact("b", w->id, cache::CompactionPolicy::kWindow, keep);
@@ -242,14 +244,23 @@ absl::StatusOr<json> Perplexity(Engine& e, const Flags& f, const std::vector<Tok
     (void)e.DeleteSession("b", *base);
   }
   json rows = json::array();
-  rows.push_back({{"config", "full KV"}, {"budget", 1.0}, {"kv_tokens", C},
-                  {"nll", full.mean()}, {"ppl", std::exp(full.mean())}, {"tokens", full.n}});
+  rows.push_back({{"config", "full KV"},
+                  {"budget", 1.0},
+                  {"kv_tokens", C},
+                  {"nll", full.mean()},
+                  {"ppl", std::exp(full.mean())},
+                  {"tokens", full.n}});
   for (size_t i = 0; i < f.budgets.size(); ++i) {
     const int64_t keep = static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
-    for (const auto& [name, nll] : {std::pair<const char*, const Nll&>{"window (4 sinks)", window[i]},
-                                    std::pair<const char*, const Nll&>{"recent only, recomputed", recent[i]}}) {
-      rows.push_back({{"config", name}, {"budget", f.budgets[i]}, {"kv_tokens", keep},
-                      {"nll", nll.mean()}, {"ppl", std::exp(nll.mean())}, {"tokens", nll.n}});
+    for (const auto& [name, nll] :
+         {std::pair<const char*, const Nll&>{"window (4 sinks)", window[i]},
+          std::pair<const char*, const Nll&>{"recent only, recomputed", recent[i]}}) {
+      rows.push_back({{"config", name},
+                      {"budget", f.budgets[i]},
+                      {"kv_tokens", keep},
+                      {"nll", nll.mean()},
+                      {"ppl", std::exp(nll.mean())},
+                      {"tokens", nll.n}});
     }
   }
   return rows;
@@ -285,7 +296,8 @@ absl::StatusOr<json> Retrieval(Engine& e, const Flags& f, const std::vector<Toke
     std::vector<int> window_ok(f.budgets.size(), 0);
     for (int t = 0; t < f.trials; ++t) {
       const std::string number = absl::StrCat(1000 + (7919 * (t + 1)) % 9000);
-      const std::vector<TokenId> fact = tok.Encode(absl::StrCat(" The secret number is ", number, ". "), eo);
+      const std::vector<TokenId> fact =
+          tok.Encode(absl::StrCat(" The secret number is ", number, ". "), eo);
       const int64_t at = (static_cast<int64_t>(text.size()) - filler) * t / std::max(1, f.trials);
       std::vector<TokenId> ctx(text.begin() + at, text.begin() + at + filler);
       // Early: after a 64-token lead-in (past the sinks); late: 64 tokens before the end.
@@ -298,7 +310,8 @@ absl::StatusOr<json> Retrieval(Engine& e, const Flags& f, const std::vector<Toke
       if (!a.ok()) return a.status();
       full_ok += *a;
       for (size_t i = 0; i < f.budgets.size(); ++i) {
-        const int64_t keep = static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
+        const int64_t keep =
+            static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
         auto w = AskNumber(e, *base, keep, question, number);
         if (!w.ok()) return w.status();
         window_ok[i] += *w;
@@ -350,7 +363,8 @@ absl::StatusOr<json> LongSession(Engine& e, const Flags& f, const std::vector<To
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
   const auto pct = [&](double q) {
-    return sorted.empty() ? 0.0 : sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
+    return sorted.empty() ? 0.0
+                          : sorted[static_cast<size_t>(q * static_cast<double>(sorted.size() - 1))];
   };
   double mean = 0.0;
   for (double x : ms) mean += x / static_cast<double>(std::max<size_t>(ms.size(), 1));
@@ -373,12 +387,14 @@ void PrintText(const json& j) {
               j["model"].get<std::string>().c_str(), j["text"].get<std::string>().c_str(),
               static_cast<long long>(j["context"].get<int64_t>()),
               static_cast<long long>(j["eval_tokens"].get<int64_t>()));
-  std::printf("| config | budget | KV tokens | NLL/token | perplexity | scored |\n|---|---|---|---|---|---|\n");
+  std::printf(
+      "| config | budget | KV tokens | NLL/token | perplexity | scored "
+      "|\n|---|---|---|---|---|---|\n");
   for (const json& r : j["perplexity"]) {
-    std::printf("| %s | %.2f | %lld | %.4f | %.2f | %lld |\n", r["config"].get<std::string>().c_str(),
-                r["budget"].get<double>(), static_cast<long long>(r["kv_tokens"].get<int64_t>()),
-                r["nll"].get<double>(), r["ppl"].get<double>(),
-                static_cast<long long>(r["tokens"].get<int64_t>()));
+    std::printf("| %s | %.2f | %lld | %.4f | %.2f | %lld |\n",
+                r["config"].get<std::string>().c_str(), r["budget"].get<double>(),
+                static_cast<long long>(r["kv_tokens"].get<int64_t>()), r["nll"].get<double>(),
+                r["ppl"].get<double>(), static_cast<long long>(r["tokens"].get<int64_t>()));
   }
   std::printf("\nretrieval (correct of trials): %s\n", j["retrieval"].dump().c_str());
   std::printf("long sessions: %s\n", j["long"].dump().c_str());
@@ -404,14 +420,15 @@ absl::Status RunEval(const Flags& f) {
   eo.add_bos = false;
   const std::vector<TokenId> text = (*e)->tokenizer().Encode(*raw, eo);
   Progress(absl::StrCat("text: ", raw->size(), " bytes, ", text.size(), " tokens; context ", C));
-  json j = {{"bench", "compaction"},
-            {"model", f.model},
-            {"text", f.text.empty() ? "bible -f 'Genesis1:1-50:26' (Debian bible-kjv-text)" : f.text},
-            {"context", C},
-            {"eval_tokens", f.eval_tokens},
-            {"samples", f.samples},
-            {"trials", f.trials},
-            {"quick", f.quick}};
+  json j = {
+      {"bench", "compaction"},
+      {"model", f.model},
+      {"text", f.text.empty() ? "bible -f 'Genesis1:1-50:26' (Debian bible-kjv-text)" : f.text},
+      {"context", C},
+      {"eval_tokens", f.eval_tokens},
+      {"samples", f.samples},
+      {"trials", f.trials},
+      {"quick", f.quick}};
   auto ppl = Perplexity(**e, f, text, C);
   if (!ppl.ok()) return ppl.status();
   j["perplexity"] = *ppl;

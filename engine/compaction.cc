@@ -1,6 +1,8 @@
 // Context compaction of sessions (cache/compaction.h, docs/compaction.md): when a turn
 // triggers one, and the window policy's KV rewrite — the kept rows gathered into fresh
 // private blocks, the keys that moved re-rotated by the position shift — on the engine loop.
+#include "cache/compaction.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,7 +14,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "cache/compaction.h"
 #include "engine/engine.h"
 #include "engine/internal/engine_impl.h"
 #include "kernels/half.h"
@@ -41,7 +42,8 @@ void RerotateKeys(const kernels::KvLayout& lay, const ModelConfig& c,
     for (int r = 0; r < rows; ++r) {
       for (int h = 0; h < lay.n_kv_heads; ++h) {
         const uint16_t* src = elems + lay.ElemOffset(layer, 0, h, row0 + r);
-        float* dst = k.data() + static_cast<size_t>(r) * width + static_cast<size_t>(h) * lay.head_dim;
+        float* dst =
+            k.data() + static_cast<size_t>(r) * width + static_cast<size_t>(h) * lay.head_dim;
         for (int d = 0; d < lay.head_dim; ++d) {
           dst[d] = f16 ? kernels::F16ToF32(src[d]) : kernels::BF16ToF32(src[d]);
         }
@@ -73,8 +75,7 @@ void RerotateKeys(const kernels::KvLayout& lay, const ModelConfig& c,
 
 }  // namespace
 
-CompactionOptions Engine::Impl::CompactionFor(const SessionState& s,
-                                              const TurnParams* turn) const {
+CompactionOptions Engine::Impl::CompactionFor(const SessionState& s, const TurnParams* turn) const {
   if (turn != nullptr && turn->compaction) return *turn->compaction;
   const auto it = residency.find(s.id);
   if (it != residency.end() && it->second.compaction) return *it->second.compaction;
@@ -88,10 +89,10 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
   // Room for the reply (none for a turn that only computes KV).
   const int64_t reply = seq.generate ? std::max<int64_t>(seq.params.stop.max_tokens, 1) : 0;
   const auto overflow = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the turn would overflow the context: ", history, " tokens of history + ", n_delta,
-        " new + max_tokens ", reply, " > context length ", ctx,
-        o.policy == CompactionPolicy::kNone ? " (compaction policy none)" : ""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the turn would overflow the context: ", history, " tokens of history + ",
+                     n_delta, " new + max_tokens ", reply, " > context length ", ctx,
+                     o.policy == CompactionPolicy::kNone ? " (compaction policy none)" : ""));
   };
   seq.compact_keep = 0;
   if (o.policy == CompactionPolicy::kNone) {
@@ -101,8 +102,9 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
   int64_t limit = ctx;
   bool trigger = n + reply > ctx;
   const int64_t token_limit =
-      o.trigger_tokens > 0 ? std::min(o.trigger_tokens, ctx)
-                           : static_cast<int64_t>(std::floor(o.trigger_fraction * static_cast<double>(ctx)));
+      o.trigger_tokens > 0
+          ? std::min(o.trigger_tokens, ctx)
+          : static_cast<int64_t>(std::floor(o.trigger_fraction * static_cast<double>(ctx)));
   if (n > token_limit) {
     trigger = true;
     limit = std::min(limit, token_limit);
@@ -154,8 +156,8 @@ absl::StatusOr<int64_t> Engine::Impl::CompactSession(SessionState* s, const Comp
   absl::StatusOr<TokenRange> cut = cache::WindowCut(n, sinks, keep);
   if (!cut.ok()) return cut.status();
   if (cut->end > protect_from) {
-    return absl::InvalidArgumentError(absl::StrCat("keeping ", keep, " of ", n,
-                                                   " tokens would drop part of the new turn"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("keeping ", keep, " of ", n, " tokens would drop part of the new turn"));
   }
   const int64_t n_kv = kv.table.n_tokens();
   if (cut->end <= n_kv) {
@@ -164,8 +166,8 @@ absl::StatusOr<int64_t> Engine::Impl::CompactSession(SessionState* s, const Comp
     // The dropped tokens reach past the KV (it was dropped, or lags): keep the KV before the
     // cut; the kept tokens after it are computed again at their new positions.
     const int64_t kept = kv.table.Truncate(*pool, std::min(n_kv, cut->begin));
-    kv.chain.resize(std::min<size_t>(kv.chain.size(),
-                                     static_cast<size_t>(kept / opts.block_tokens)));
+    kv.chain.resize(
+        std::min<size_t>(kv.chain.size(), static_cast<size_t>(kept / opts.block_tokens)));
   }
   // The durable copy's blocks from the cut on no longer hold this KV (as after a truncation).
   Residency& r = Res(*s);
@@ -268,33 +270,33 @@ absl::StatusOr<SessionInfo> Engine::Compact(std::string_view tenant, std::string
               absl::StrCat("session ", AsAbsl(session_id), " has a turn in flight")));
           return;
         }
-        m.WhenReady(*s, Impl::Need::kResident,
-                    [&m, s = *s, policy, keep_tokens, session_id = std::string(session_id),
-                     reply = std::move(reply)](absl::Status ready) mutable {
-                      if (!ready.ok()) {
-                        reply(ready);
-                        return;
-                      }
-                      if (m.Busy(s->id)) {
-                        reply(absl::FailedPreconditionError(
-                            absl::StrCat("session ", session_id, " has a turn in flight")));
-                        return;
-                      }
-                      cache::CompactionOptions o = m.CompactionFor(*s, nullptr);
-                      if (policy) o.policy = *policy;
-                      const int64_t n = static_cast<int64_t>(s->kv.tokens.size());
-                      const int64_t keep = keep_tokens.value_or(static_cast<int64_t>(
-                          std::floor(o.target_fraction * static_cast<double>(n))));
-                      auto dropped = m.CompactSession(s, o, keep, n,
-                                                      static_cast<int64_t>(s->turns.size()));
-                      if (!dropped.ok()) {
-                        reply(dropped.status());
-                        return;
-                      }
-                      s->last_used = m.Now();
-                      m.MaybeWrite(s, /*force=*/false);
-                      reply(m.Info(*s));
-                    });
+        m.WhenReady(
+            *s, Impl::Need::kResident,
+            [&m, s = *s, policy, keep_tokens, session_id = std::string(session_id),
+             reply = std::move(reply)](absl::Status ready) mutable {
+              if (!ready.ok()) {
+                reply(ready);
+                return;
+              }
+              if (m.Busy(s->id)) {
+                reply(absl::FailedPreconditionError(
+                    absl::StrCat("session ", session_id, " has a turn in flight")));
+                return;
+              }
+              cache::CompactionOptions o = m.CompactionFor(*s, nullptr);
+              if (policy) o.policy = *policy;
+              const int64_t n = static_cast<int64_t>(s->kv.tokens.size());
+              const int64_t keep = keep_tokens.value_or(
+                  static_cast<int64_t>(std::floor(o.target_fraction * static_cast<double>(n))));
+              auto dropped = m.CompactSession(s, o, keep, n, static_cast<int64_t>(s->turns.size()));
+              if (!dropped.ok()) {
+                reply(dropped.status());
+                return;
+              }
+              s->last_used = m.Now();
+              m.MaybeWrite(s, /*force=*/false);
+              reply(m.Info(*s));
+            });
       });
   if (!done.ok()) return done;
   return SyncedInfo(tenant, session_id);

@@ -712,8 +712,8 @@ void Engine::Impl::Step() {
       if (opts.prefix_cache && (seq.session == nullptr || seq.session->compaction_log.empty())) {
         cache::PublishFullBlocks(*pool, seq.ns, kv.tokens, kv.table, kv.chain);
       }
-      const bool sample = seq.generate && work[j].start + work[j].take ==
-                                              static_cast<int64_t>(kv.tokens.size());
+      const bool sample =
+          seq.generate && work[j].start + work[j].take == static_cast<int64_t>(kv.tokens.size());
       if (entries[j].logits == LogitRows::kAll) {
         ScorePrompt(seq, work[j].start, work[j].take, logits.data() + row * vocab);
         row += work[j].take;
@@ -754,9 +754,8 @@ void Engine::Impl::ScorePrompt(Seq& seq, int64_t start, int64_t take, const floa
     for (int v = 1; v < vocab; ++v) m = std::max<double>(m, row[v]);
     double sum = 0.0;
     for (int v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - m);
-    out[static_cast<size_t>(next - first)] =
-        static_cast<float>(static_cast<double>(row[tokens[static_cast<size_t>(next)]]) - m -
-                           std::log(sum));
+    out[static_cast<size_t>(next - first)] = static_cast<float>(
+        static_cast<double>(row[tokens[static_cast<size_t>(next)]]) - m - std::log(sum));
   }
 }
 

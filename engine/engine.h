@@ -338,10 +338,10 @@ struct EngineStats {
   // The longest time from a change (a finished turn, ...) to the completed write that made
   // it durable: the async write-behind's lag as measured.
   double write_lag_max_seconds = 0.0;
-  int64_t write_failures = 0;  // durable writes that failed
-  int64_t parked = 0;          // requests waiting for their session's restore (now)
-  int64_t compactions = 0;      // sessions' contexts compacted
-  int64_t compacted_tokens = 0; // history tokens those compactions dropped
+  int64_t write_failures = 0;    // durable writes that failed
+  int64_t parked = 0;            // requests waiting for their session's restore (now)
+  int64_t compactions = 0;       // sessions' contexts compacted
+  int64_t compacted_tokens = 0;  // history tokens those compactions dropped
 };
 
 class Engine {
@@ -360,8 +360,9 @@ class Engine {
   absl::StatusOr<StreamPtr> Continue(std::string_view tenant, std::string_view session_id,
                                      TurnParams params);
   // A new session with the history, KV (full blocks shared, the partial block copied),
-  // transcript, RNG state, metadata and TTL of `session_id` as of its first `turns` turns
-  // (nullopt: all). FailedPrecondition while the source has a turn in flight.
+  // transcript, RNG state, metadata, TTL and compaction log of `session_id` as of its first
+  // `turns` turns (nullopt: all). FailedPrecondition while the source has a turn in flight, or
+  // for `turns` below its rewind floor (a compaction since dropped that state).
   absl::StatusOr<SessionInfo> Fork(std::string_view tenant, std::string_view session_id,
                                    std::optional<int64_t> turns = std::nullopt);
   // Keeps the first `turns` turns (0 <= turns <= n_turns; 0 leaves an empty session) and

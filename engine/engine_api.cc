@@ -244,6 +244,12 @@ absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s,
       return absl::InvalidArgumentError(
           absl::StrCat("turns must be in [0, ", n_turns, "], got ", keep));
     }
+    if (const int64_t floor = cache::RewindFloor(s.compaction_log);
+        keep < n_turns && keep < floor) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot fork session ", AsAbsl(session_id), " at ", keep,
+          " turns: it was compacted after ", floor, " turns and the earlier state is gone"));
+    }
     std::optional<cache::BlockTable> table = s.kv.table.Fork(*m.pool);
     if (!table) {
       return absl::ResourceExhaustedError("no free KV block for the fork's partial block");

@@ -543,16 +543,7 @@ void RegisterSessionRoutes(Router& r) {
     f.OnlyKnown({"turns"});
     const std::optional<int64_t> turns = f.Int("turns", 0, std::numeric_limits<int64_t>::max());
     if (Invalid(c, f)) return;
-    if (turns) {
-      // The state of the turns before a compaction's floor is gone (as for rewind).
-      auto src = c.engine().GetSession(c.tenant, id);
-      if (Failed(c, *rs, id, src.status())) return;
-      if (*turns < src->rewind_floor) {
-        return c.Error(FromStatus(absl::FailedPreconditionError(absl::StrCat(
-            "cannot fork session ", id, " at ", *turns, " turns: it was compacted after ",
-            src->rewind_floor, " turns and the earlier state is gone"))));
-      }
-    }
+    // (Below a compaction's rewind floor the engine refuses: FailedPrecondition, 409.)
     auto info = c.engine().Fork(c.tenant, id, turns);
     if (Failed(c, *rs, id, info.status(), ParamIfInvalid(info.status(), "turns"))) return;
     Json d = Details(info->id, &*info);

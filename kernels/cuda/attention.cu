@@ -158,8 +158,8 @@ __global__ void __launch_bounds__(kAttendThreads)
     const auto* arena = reinterpret_cast<const uint16_t*>(p.kv.base);
     bool have = false;
     for (int64_t t0 = j0; t0 <= j1; t0 += cuda::kAttnKeyTile) {
-      const int n = static_cast<int>(j1 - t0 + 1 < cuda::kAttnKeyTile ? j1 - t0 + 1
-                                                                       : cuda::kAttnKeyTile);
+      const int n =
+          static_cast<int>(j1 - t0 + 1 < cuda::kAttnKeyTile ? j1 - t0 + 1 : cuda::kAttnKeyTile);
       // 1. This lane's key: its V row copied to vs[lane] (asynchronously when kVec8), its
       //    score computed meanwhile.
       float score = -INFINITY;
@@ -199,7 +199,7 @@ __global__ void __launch_bounds__(kAttendThreads)
       if constexpr (kVec8) {
         if (lane < n && !broken) __pipeline_wait_prior(0);
       }
-      __syncwarp();  // the lanes' vs rows are visible to the whole warp
+      __syncwarp();                         // the lanes' vs rows are visible to the whole warp
       if (__any_sync(kFullMask, broken)) {  // a broken table: make the result loudly wrong
         m = l = NAN;
 #pragma unroll

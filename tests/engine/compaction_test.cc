@@ -2,6 +2,8 @@
 // docs/compaction.md): the kept tokens, the re-rotated keys against keys computed directly
 // at the new positions, block accounting, triggers, the rewind floor, and compacted sessions
 // through fork, the tiers, export/import and a restart.
+#include "cache/compaction.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -10,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "cache/compaction.h"
 #include "engine/engine.h"
 #include "kernels/attention.h"
 #include "kernels/half.h"
@@ -166,8 +167,9 @@ TEST(Compaction, NoneRefusesTheOverflowingTurn) {
   EXPECT_EQ(e->Compact("t", id).status().code(), absl::StatusCode::kInvalidArgument);
   // A turn that only computes KV needs no room for a reply: it may fill the context exactly.
   const std::string full = SessionWith(*e, testing::SomeTokens(250, kTestModelVocabSize, 5));
-  EXPECT_TRUE(Await(e->Continue("t", full, TokenTurn(testing::SomeTokens(6, kTestModelVocabSize, 8), 0)))
-                  .status.ok());
+  EXPECT_TRUE(
+      Await(e->Continue("t", full, TokenTurn(testing::SomeTokens(6, kTestModelVocabSize, 8), 0)))
+          .status.ok());
   EXPECT_EQ(Info(*e, "t", full).n_tokens, kCtx);
   // A turn may ask for compaction itself (the server's truncation: "auto").
   TurnParams p = TokenTurn(testing::SomeTokens(10, kTestModelVocabSize, 6), 4);
@@ -201,6 +203,10 @@ TEST(Compaction, TokenTriggerAndRewindFloor) {
   const absl::Status refused = e->Rewind("t", id, info.rewind_floor - 1);
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(refused.message(), HasSubstr("compacted"));
+  const auto fork = e->Fork("t", id, info.rewind_floor - 1);
+  EXPECT_EQ(fork.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(fork.status().message(), HasSubstr("compacted"));
+  ASSERT_TRUE(e->Fork("t", id, info.rewind_floor).ok());
   ASSERT_TRUE(e->Rewind("t", id, info.rewind_floor).ok());
   EXPECT_TRUE(e->CheckInvariants().ok());
 }
@@ -212,8 +218,8 @@ TEST(Compaction, ByteBudgetKeepsTheSessionUnderIt) {
   auto e = MakeEngine(*model);
   const int64_t budget = 6 * e->block_bytes();  // 96 tokens
   SessionParams sp;
-  sp.compaction = cache::CompactionOptions{.policy = CompactionPolicy::kWindow,
-                                           .max_session_bytes = budget};
+  sp.compaction =
+      cache::CompactionOptions{.policy = CompactionPolicy::kWindow, .max_session_bytes = budget};
   const std::string id = NewSession(*e, "t", sp);
   int compacting = 0;
   for (uint32_t turn = 0; turn < 8; ++turn) {

@@ -39,12 +39,11 @@ TEST(CudaAttentionLaunchTest, ConfigsFitBothArchitectures) {
             ASSERT_LE(plan.rows_per_launch, rows);
             EXPECT_EQ(plan.rows_per_launch, std::min(rows, kAttnMaxRowsPerLaunch));
             const bool optin = AttendSharedBytes(head_dim) > a.max_shared_default_bytes;
-            EXPECT_EQ(CheckLaunch(
-                          AttendLaunch(plan.rows_per_launch, n_heads, plan.n_splits, head_dim), a,
-                          optin),
-                      "");
-            EXPECT_EQ(CheckLaunch(AttendLaunch(1, n_heads, plan.n_splits, head_dim), a, optin),
-                      "");
+            EXPECT_EQ(
+                CheckLaunch(AttendLaunch(plan.rows_per_launch, n_heads, plan.n_splits, head_dim), a,
+                            optin),
+                "");
+            EXPECT_EQ(CheckLaunch(AttendLaunch(1, n_heads, plan.n_splits, head_dim), a, optin), "");
             if (plan.n_splits > 1) {
               EXPECT_EQ(CheckLaunch(MergeLaunch(plan.rows_per_launch, n_heads), a), "");
               EXPECT_EQ(CheckLaunch(MergeLaunch(1, n_heads), a), "");
