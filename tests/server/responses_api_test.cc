@@ -478,17 +478,22 @@ TEST(ResponsesApiTest, ChainsSurviveARestart) {
   EXPECT_EQ(after_c["output_text"], latest_before["output_text"]);
 }
 
+// A test model with a 256-token context (two ~150-token messages do not fit).
+std::string Ctx256Model() {
+  const std::string model = mnemo::testing::MakeTempDir() + "/ctx256.gguf";
+  const absl::Status st = engine::WriteTestModel(
+      {.arch = engine::Architecture::kLlama, .dtype = kernels::DType::kF16, .context_length = 256},
+      model);
+  EXPECT_TRUE(st.ok()) << st;
+  return st.ok() ? model : "";
+}
+
 // truncation: "auto" compacts a conversation that would overflow the context (the session's
 // options, or the window policy when it has none); "disabled" refuses it (400, param input);
 // absent follows the session's policy. The effective value is echoed.
 TEST(ResponsesApiTest, TruncationAutoCompactsAndDisabledRefuses) {
-  const std::string dir = mnemo::testing::MakeTempDir();
-  const std::string model = dir + "/ctx256.gguf";
-  ASSERT_TRUE(engine::WriteTestModel({.arch = engine::Architecture::kLlama,
-                                      .dtype = kernels::DType::kF16,
-                                      .context_length = 256},
-                                     model)
-                  .ok());
+  const std::string model = Ctx256Model();
+  ASSERT_FALSE(model.empty());
   auto t = TestServer::Start({}, {}, model);
   ASSERT_NE(t, nullptr);
   // About 150 tokens each on the test model's byte-level tokenizer: two do not fit in 256.
@@ -549,13 +554,8 @@ TEST(ResponsesApiTest, TruncationAutoCompactsAndDisabledRefuses) {
 // On a server whose sessions compact by default, an absent truncation is "auto" and
 // "disabled" still refuses the overflowing turn.
 TEST(ResponsesApiTest, TruncationFollowsTheServersDefaultPolicy) {
-  const std::string dir = mnemo::testing::MakeTempDir();
-  const std::string model = dir + "/ctx256.gguf";
-  ASSERT_TRUE(engine::WriteTestModel({.arch = engine::Architecture::kLlama,
-                                      .dtype = kernels::DType::kF16,
-                                      .context_length = 256},
-                                     model)
-                  .ok());
+  const std::string model = Ctx256Model();
+  ASSERT_FALSE(model.empty());
   engine::EngineOptions eo;
   eo.compaction.policy = cache::CompactionPolicy::kWindow;
   auto t = TestServer::Start({}, eo, model);
