@@ -111,7 +111,14 @@ bool operator==(const SessionRecord& a, const SessionRecord& b) {
          turns_eq(a.turns, b.turns) && messages_eq(a.messages, b.messages) &&
          a.rng_state == b.rng_state && a.metadata == b.metadata && a.kv_encoding == b.kv_encoding &&
          a.created_unix_us == b.created_unix_us && a.last_used_unix_us == b.last_used_unix_us &&
-         a.ttl_us == b.ttl_us && a.compaction_log == b.compaction_log && a.blocks == b.blocks;
+         a.ttl_us == b.ttl_us && a.compaction_log == b.compaction_log && a.blocks == b.blocks &&
+         a.compaction.has_value() == b.compaction.has_value() &&
+         (!a.compaction || (a.compaction->policy == b.compaction->policy &&
+                            a.compaction->sink_tokens == b.compaction->sink_tokens &&
+                            a.compaction->trigger_fraction == b.compaction->trigger_fraction &&
+                            a.compaction->trigger_tokens == b.compaction->trigger_tokens &&
+                            a.compaction->max_session_bytes == b.compaction->max_session_bytes &&
+                            a.compaction->target_fraction == b.compaction->target_fraction));
 }
 
 uint64_t StateChecksum(std::span<const uint8_t> bytes) {
@@ -188,6 +195,11 @@ absl::Status ValidateRecord(const SessionRecord& r) {
                      " turns (the session has ", r.turns.size(), ")");
     }
   }
+  if (r.compaction) {
+    if (absl::Status s = ValidateCompactionOptions(*r.compaction); !s.ok()) {
+      return Invalid("compaction: ", s.message());
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -234,12 +246,19 @@ absl::StatusOr<std::string> SerializeManifest(const SessionRecord& r) {
   const auto blocks_off = fbb.CreateVectorOfStructs(blocks);
   const auto encoding = r.kv_encoding.empty() ? flatbuffers::Offset<flatbuffers::String>()
                                               : fbb.CreateString(r.kv_encoding);
+  flatbuffers::Offset<fb::CompactionSettings> compaction;
+  if (r.compaction) {
+    const CompactionOptions& o = *r.compaction;
+    compaction = fb::CreateCompactionSettings(
+        fbb, fbb.CreateString(std::string(CompactionPolicyName(o.policy))), o.sink_tokens,
+        o.trigger_fraction, o.trigger_tokens, o.max_session_bytes, o.target_fraction);
+  }
   const fb::SessionId128 id(flatbuffers::make_span(r.id.bytes));
   const fb::RngState rng(flatbuffers::make_span(r.rng_state));
   const auto manifest =
       fb::CreateManifest(fbb, kStateFormatVersion, &id, tenant, fingerprint, layout, tokens,
                          r.kv_tokens, turns_off, messages_off, &rng, metadata, r.created_unix_us,
-                         r.last_used_unix_us, r.ttl_us, log_off, blocks_off, encoding);
+                         r.last_used_unix_us, r.ttl_us, log_off, blocks_off, encoding, compaction);
   fb::FinishManifestBuffer(fbb, manifest);
   const std::span<const uint8_t> body(fbb.GetBufferPointer(), fbb.GetSize());
   if (kManifestHeaderBytes + body.size() > kMaxManifestBytes) {
@@ -363,6 +382,16 @@ absl::StatusOr<SessionRecord> ParseManifest(std::span<const uint8_t> file, std::
         {b.segment(), b.offset(), b.length(), b.checksum(), BlockHash{b.hash_lo(), b.hash_hi()}});
   });
   if (m->kv_encoding() != nullptr) r.kv_encoding = std::string(View(m->kv_encoding()));
+  if (const fb::CompactionSettings* c = m->compaction(); c != nullptr) {
+    absl::StatusOr<CompactionPolicy> policy = ParseCompactionPolicy(View(c->policy()));
+    if (!policy.ok()) return bad("invalid manifest: compaction: ", policy.status().message());
+    r.compaction = CompactionOptions{.policy = *policy,
+                                     .sink_tokens = c->sink_tokens(),
+                                     .trigger_fraction = c->trigger_fraction(),
+                                     .trigger_tokens = c->trigger_tokens(),
+                                     .max_session_bytes = c->max_session_bytes(),
+                                     .target_fraction = c->target_fraction()};
+  }
   if (absl::Status s = ValidateRecord(r); !s.ok()) {
     return bad("invalid manifest: ", s.message());
   }

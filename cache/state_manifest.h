@@ -19,6 +19,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cache/block_hash.h"
+#include "cache/compaction.h"
 #include "cache/session.h"
 #include "kernels/attention.h"
 
@@ -77,6 +79,8 @@ struct SessionRecord {
   // The blocks' encoding: kKvEncodingRaw (the layout's block bytes) or kKvEncodingInt8
   // (kernels/kv_compress.h, CompressedBlockBytes each).
   std::string kv_encoding;
+  // The session's own compaction options; nullopt: the engine's default.
+  std::optional<CompactionOptions> compaction;
 };
 
 bool operator==(const SessionRecord& a, const SessionRecord& b);

@@ -180,8 +180,7 @@ struct SessionParams {
   uint64_t seed = 0;                     // seeds the session's sampling RNG
   std::optional<Durability> durability;  // nullopt: EngineOptions::durability
   Retention retention;
-  // nullopt: EngineOptions::compaction. Kept in memory: after a restart a session read from
-  // the state directory gets the engine's default.
+  // nullopt: EngineOptions::compaction. Durable with the session (its manifest).
   std::optional<cache::CompactionOptions> compaction;
 };
 

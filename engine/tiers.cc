@@ -123,6 +123,7 @@ void Engine::Impl::RegisterRecord(cache::SessionRecord rec, std::string_view ten
   Residency& r = residency[rec.id];
   r = Residency{};
   r.durability = opts.durability;
+  r.compaction = rec.compaction;
   r.on_disk = true;
   r.disk = std::move(rec.blocks);
   r.disk_encoding = std::move(rec.kv_encoding);
@@ -156,6 +157,9 @@ cache::SessionRecord Engine::Impl::MakeRecord(const SessionState& s) const {
   r.rng_state = s.rng_state;
   r.metadata = s.metadata;
   r.compaction_log = s.compaction_log;
+  if (const auto it = residency.find(s.id); it != residency.end()) {
+    r.compaction = it->second.compaction;
+  }
   r.created_unix_us = UnixUs(s.created);
   r.last_used_unix_us = UnixUs(s.last_used);
   r.ttl_us = s.ttl == absl::InfiniteDuration() ? -1 : absl::ToInt64Microseconds(s.ttl);

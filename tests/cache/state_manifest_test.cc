@@ -113,6 +113,7 @@ TEST(StateManifestTest, ValidateRecordNamesTheBrokenField) {
          r.compaction_log[0].dropped[0] = {5, 4};
        }},
       {"records 3 turns", [](SessionRecord& r) { r.compaction_log[0].turns = 3; }},
+      {"compaction: target_fraction", [](SessionRecord& r) { r.compaction->target_fraction = 2; }},
   };
   for (const Case& c : cases) {
     SessionRecord r = good;

@@ -305,5 +305,33 @@ TEST(Compaction, CompactedSessionsForkSpillRestoreExportImportRestart) {
   EXPECT_TRUE(e->CheckInvariants().ok());
 }
 
+// A session's own compaction options are durable: after a restart (whose engine default is
+// none) the session still compacts by them.
+TEST(Compaction, SessionOptionsSurviveARestart) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  const std::string root = testing::MakeTempDir();
+  EngineOptions o;
+  o.state_dir = root + "/state";
+  o.fsync = false;
+  SessionParams sp;
+  sp.compaction =
+      cache::CompactionOptions{.policy = CompactionPolicy::kWindow, .trigger_tokens = 100};
+  std::string id;
+  {
+    auto e = MakeEngine(*model, o);
+    id = NewSession(*e, "t", sp);
+    ASSERT_TRUE(
+        Await(e->Continue("t", id, TokenTurn(testing::SomeTokens(60, kTestModelVocabSize, 1), 0)))
+            .status.ok());
+    ASSERT_TRUE(e->Flush("t", id).ok());
+  }
+  auto e = MakeEngine(*model, o);
+  EXPECT_EQ(Info(*e, "t", id).compaction_policy, CompactionPolicy::kWindow);
+  const TurnResult r =
+      Await(e->Continue("t", id, TokenTurn(testing::SomeTokens(60, kTestModelVocabSize, 2), 2)));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_GT(r.usage.compacted_tokens, 0);
+}
+
 }  // namespace
 }  // namespace mnemo::engine
