@@ -47,26 +47,6 @@ std::vector<TokenId> Window(const std::vector<TokenId>& all, int sinks, int keep
   return want;
 }
 
-kernels::KvLayout LayoutOf(const Model& model) {
-  const ModelConfig& c = model.config();
-  return {.n_layers = c.n_layers,
-          .n_kv_heads = c.n_kv_heads,
-          .head_dim = c.head_dim,
-          .block_tokens = 16,
-          .dtype = kernels::DType::kF16};
-}
-
-// Head `h`'s row of token `p` (layer, K or V) from SessionKvBytes's blocks.
-std::vector<float> Row(const std::string& kv, const kernels::KvLayout& lay, int layer, int is_v,
-                       int h, int64_t p) {
-  const auto* elems = reinterpret_cast<const uint16_t*>(kv.data()) +
-                      (p / lay.block_tokens) * lay.block_elems() +
-                      lay.ElemOffset(layer, is_v, h, static_cast<int>(p % lay.block_tokens));
-  std::vector<float> out(static_cast<size_t>(lay.head_dim));
-  for (int d = 0; d < lay.head_dim; ++d) out[static_cast<size_t>(d)] = kernels::F16ToF32(elems[d]);
-  return out;
-}
-
 // The kept set is exactly sinks + the most recent tokens; layer 0's keys of the moved tokens
 // (which depend only on the token and its position) equal the keys computed directly at the
 // new positions within f16 rounding; layer 0's values and every layer's sink rows are the

@@ -15,6 +15,8 @@
 #include "engine/generate.h"
 #include "engine/model/model.h"
 #include "engine/model/test_model.h"
+#include "kernels/attention.h"
+#include "kernels/half.h"
 #include "tests/test_util.h"
 
 namespace mnemo::engine {
@@ -113,6 +115,27 @@ inline std::string KvBytes(Engine& e, std::string_view tenant, const std::string
   auto b = e.SessionKvBytes(tenant, id);
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? *b : "";
+}
+
+// The KV layout of `model`'s sessions (f16, 16-token blocks: the engine's defaults).
+inline kernels::KvLayout LayoutOf(const Model& model) {
+  const ModelConfig& c = model.config();
+  return {.n_layers = c.n_layers,
+          .n_kv_heads = c.n_kv_heads,
+          .head_dim = c.head_dim,
+          .block_tokens = 16,
+          .dtype = kernels::DType::kF16};
+}
+
+// Head `h`'s row of token `p` (layer, K or V) from SessionKvBytes's blocks.
+inline std::vector<float> Row(const std::string& kv, const kernels::KvLayout& lay, int layer,
+                              int is_v, int h, int64_t p) {
+  const auto* elems = reinterpret_cast<const uint16_t*>(kv.data()) +
+                      (p / lay.block_tokens) * lay.block_elems() +
+                      lay.ElemOffset(layer, is_v, h, static_cast<int>(p % lay.block_tokens));
+  std::vector<float> out(static_cast<size_t>(lay.head_dim));
+  for (int d = 0; d < lay.head_dim; ++d) out[static_cast<size_t>(d)] = kernels::F16ToF32(elems[d]);
+  return out;
 }
 
 }  // namespace mnemo::engine

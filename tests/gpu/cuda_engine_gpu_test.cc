@@ -5,6 +5,8 @@
 // that is not host-accessible.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -99,6 +101,57 @@ TEST(CudaEngineTest, ABudgetTooSmallForTheWeightsIsAClearError) {
   EXPECT_TRUE(absl::IsResourceExhausted(e.status())) << e.status();
   EXPECT_NE(std::string(e.status().message()).find("device cuda:0"), std::string::npos)
       << e.status();
+}
+
+// A window compaction of a session whose KV is in device memory: the kept rows are copied
+// through the arena's copy stream, sinks and values bit for bit, the moved keys of layer 0
+// equal to keys computed on the device at the new positions within f16 rounding; the
+// session then goes on.
+TEST(CudaEngineTest, WindowCompactionOnTheDevice) {
+  REQUIRE_CUDA_DEVICE();
+  auto model = TestModel(Architecture::kLlama, 256);
+  EngineOptions o = GpuOptions(testing::MakeTempDir() + "/state");
+  o.compaction.policy = cache::CompactionPolicy::kWindow;
+  auto e = MakeEngine(*model, o);
+  ASSERT_NE(e, nullptr);
+  const std::vector<TokenId> all = testing::SomeTokens(200, kTestModelVocabSize, 7);
+  const std::string id = NewSession(*e, "t");
+  ASSERT_TRUE(Await(e->Continue("t", id, TokenTurn(all, 0))).status.ok());
+  const std::string before = Kv(*e, id);
+  auto info = e->Compact("t", id, std::nullopt, 60);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->n_tokens, 60);
+  const std::string after = Kv(*e, id);
+  std::vector<TokenId> kept(all.begin(), all.begin() + 4);
+  kept.insert(kept.end(), all.end() - 56, all.end());
+  const std::string direct = NewSession(*e, "t");
+  ASSERT_TRUE(Await(e->Continue("t", direct, TokenTurn(kept, 0))).status.ok());
+  const std::string kd = Kv(*e, direct);
+  const kernels::KvLayout lay = LayoutOf(*model);
+  double worst = 0.0;
+  for (int64_t p = 0; p < 60; ++p) {
+    const int64_t old = p < 4 ? p : p + 140;
+    for (int h = 0; h < lay.n_kv_heads; ++h) {
+      for (int layer = 0; layer < lay.n_layers; ++layer) {
+        EXPECT_EQ(Row(after, lay, layer, 1, h, p), Row(before, lay, layer, 1, h, old)) << p;
+        if (p < 4) {
+          EXPECT_EQ(Row(after, lay, layer, 0, h, p), Row(before, lay, layer, 0, h, p));
+        }
+      }
+      const std::vector<float> got = Row(after, lay, 0, 0, h, p);
+      const std::vector<float> want = Row(kd, lay, 0, 0, h, p);
+      float scale = 0.0f;
+      for (float x : want) scale = std::max(scale, std::fabs(x));
+      for (size_t d = 0; d < got.size(); ++d) {
+        worst = std::max(worst, static_cast<double>(std::fabs(got[d] - want[d]) / scale));
+      }
+    }
+  }
+  EXPECT_LT(worst, 2e-3);
+  const TurnResult r =
+      Await(e->Continue("t", id, TokenTurn(testing::SomeTokens(20, kTestModelVocabSize, 8), 4)));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_TRUE(e->CheckInvariants().ok()) << e->CheckInvariants();
 }
 
 }  // namespace
