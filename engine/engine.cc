@@ -681,11 +681,13 @@ void Engine::Impl::Step() {
 
   // The forward pass over every planned chunk.
   std::vector<SeqBatchEntry> entries;
+  std::vector<bool> samples;  // whether the chunk ends where a token is sampled
   entries.reserve(work.size());
   for (const Work& w : work) {
     KvSequence& kv = w.seq->kv();
     const bool sample =
         w.seq->generate && w.start + w.take == static_cast<int64_t>(kv.tokens.size());
+    samples.push_back(sample);
     const bool score = w.seq->params.prompt_logprobs && w.start < w.seq->n_prompt;
     entries.push_back({.tokens = std::span<const TokenId>(kv.tokens).subspan(
                            static_cast<size_t>(w.start), static_cast<size_t>(w.take)),
@@ -712,15 +714,13 @@ void Engine::Impl::Step() {
       if (opts.prefix_cache && (seq.session == nullptr || seq.session->compaction_log.empty())) {
         cache::PublishFullBlocks(*pool, seq.ns, kv.tokens, kv.table, kv.chain);
       }
-      const bool sample =
-          seq.generate && work[j].start + work[j].take == static_cast<int64_t>(kv.tokens.size());
       if (entries[j].logits == LogitRows::kAll) {
         ScorePrompt(seq, work[j].start, work[j].take, logits.data() + row * vocab);
         row += work[j].take;
       } else if (entries[j].logits == LogitRows::kLast) {
         ++row;
       }
-      if (!sample) {
+      if (!samples[j]) {
         if (!seq.generate && seq.pending() == 0) done.push_back(&seq);
         continue;
       }
@@ -749,13 +749,10 @@ void Engine::Impl::ScorePrompt(Seq& seq, int64_t start, int64_t take, const floa
   for (int64_t i = 0; i < take; ++i) {
     const int64_t next = start + i + 1;
     if (next < first || next >= seq.n_prompt) continue;
-    const float* row = rows + i * vocab;
-    double m = row[0];
-    for (int v = 1; v < vocab; ++v) m = std::max<double>(m, row[v]);
-    double sum = 0.0;
-    for (int v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - m);
+    const std::span<const float> row(rows + i * vocab, static_cast<size_t>(vocab));
+    const double log_z = LogSumExp(row, *std::max_element(row.begin(), row.end()));
     out[static_cast<size_t>(next - first)] = static_cast<float>(
-        static_cast<double>(row[tokens[static_cast<size_t>(next)]]) - m - std::log(sum));
+        static_cast<double>(row[static_cast<size_t>(tokens[static_cast<size_t>(next)])]) - log_z);
   }
 }
 

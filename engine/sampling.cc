@@ -450,17 +450,24 @@ TokenId Sampler::Truncate(const double* u) {
   return cands_[i].id;
 }
 
-double Sampler::LogSumExp() const {
-  const F4 max4 = Splat(max_logit_);
+double Sampler::LogSumExp() const { return engine::LogSumExp(work_, max_logit_); }
+
+double LogSumExp(std::span<const float> x, float max_x) {
+  const F4 max4 = Splat(max_x);
   double total = 0.0;
-  const size_t n = work_.size();
-  for (size_t i = 0; i < n;) {
-    const size_t end = std::min(n, i + 4 * kFoldVectors);
+  const size_t n4 = x.size() / 4 * 4;
+  for (size_t i = 0; i < n4;) {
+    const size_t end = std::min(n4, i + 4 * kFoldVectors);
     F4 part = {};
-    for (; i < end; i += 4) part += ExpNonPositive(Load(work_.data() + i) - max4);
+    for (; i < end; i += 4) part += ExpNonPositive(Load(x.data() + i) - max4);
     total += HorizontalSum(part);
   }
-  return static_cast<double>(max_logit_) + std::log(total);
+  if (n4 < x.size()) {  // the tail, padded with -inf (whose exp is 0)
+    F4 tail = Splat(kNegInf);
+    for (size_t i = n4; i < x.size(); ++i) tail[i - n4] = x[i];
+    total += HorizontalSum(ExpNonPositive(tail - max4));
+  }
+  return static_cast<double>(max_x) + std::log(total);
 }
 
 void Sampler::FillLogprobs(TokenId chosen, double log_z, SampleResult& result) const {

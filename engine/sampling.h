@@ -110,6 +110,10 @@ struct SampleResult {
   std::vector<TokenLogprob> top;
 };
 
+// log(sum_i exp(x[i])) with the sampler's vectorised exp (sums in double): `max_x` must be
+// max(x), finite. A token's log-probability under logits x is x[id] - LogSumExp(x, max).
+double LogSumExp(std::span<const float> x, float max_x);
+
 // One per sequence. Holds scratch buffers sized to the vocabulary (no allocation per token
 // after the first) and the sequence's Rng. Not thread-safe.
 class Sampler {
@@ -174,7 +178,7 @@ class Sampler {
   size_t LastDrawable();
   double CandsWeight() const;
   void FillLogprobs(TokenId chosen, double log_z, SampleResult& result) const;
-  double LogSumExp() const;
+  double LogSumExp() const;  // over work_, with max_logit_
 
   SamplingParams params_;
   int vocab_size_;

@@ -756,5 +756,23 @@ TEST(SamplerTest, LogprobsAreLogSoftmaxBeforeTemperature) {
   EXPECT_TRUE(sampler.Sample(logits, {}, 0).top.empty());
 }
 
+// The free LogSumExp over any length (tails that are not a multiple of 4 included) against a
+// float64 reference, with -inf entries contributing nothing.
+TEST(SamplingTest, LogSumExpMatchesDoubleAtEveryLength) {
+  for (size_t n : {1u, 3u, 4u, 5u, 63u, 64u, 65u, 1001u}) {
+    std::vector<float> x(n);
+    uint32_t state = 12345u + static_cast<uint32_t>(n);
+    for (float& v : x) {
+      state = state * 1664525u + 1013904223u;
+      v = static_cast<float>(state >> 8) / static_cast<float>(1 << 24) * 40.0f - 30.0f;
+    }
+    if (n > 2) x[1] = -std::numeric_limits<float>::infinity();
+    const float m = *std::max_element(x.begin(), x.end());
+    double sum = 0.0;
+    for (float v : x) sum += std::exp(static_cast<double>(v) - m);
+    EXPECT_NEAR(LogSumExp(x, m), m + std::log(sum), 1e-6 * (1.0 + std::fabs(m))) << "n " << n;
+  }
+}
+
 }  // namespace
 }  // namespace mnemo::engine
