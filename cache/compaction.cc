@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,16 +18,21 @@ std::string_view CompactionPolicyName(CompactionPolicy p) {
       return "none";
     case CompactionPolicy::kWindow:
       return "window";
+    case CompactionPolicy::kScore:
+      return "score";
+    case CompactionPolicy::kSummarize:
+      return "summarize";
   }
   return "?";
 }
 
 absl::StatusOr<CompactionPolicy> ParseCompactionPolicy(std::string_view name) {
-  for (CompactionPolicy p : {CompactionPolicy::kNone, CompactionPolicy::kWindow}) {
+  for (CompactionPolicy p : {CompactionPolicy::kNone, CompactionPolicy::kWindow,
+                             CompactionPolicy::kScore, CompactionPolicy::kSummarize}) {
     if (name == CompactionPolicyName(p)) return p;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown compaction policy \"", AsAbsl(name), "\" (want none or window)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown compaction policy \"", AsAbsl(name),
+                                                 "\" (want none, window, score or summarize)"));
 }
 
 absl::Status ValidateCompactionOptions(const CompactionOptions& o) {
@@ -48,6 +54,14 @@ absl::Status ValidateCompactionOptions(const CompactionOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("target_fraction ", o.target_fraction, " is not in (0, 1)"));
   }
+  if (o.observe_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("observe_tokens ", o.observe_tokens, " < 1"));
+  }
+  if (o.summary_max_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("summary_max_tokens ", o.summary_max_tokens, " < 1"));
+  }
+  if (o.summary_prompt.empty()) return absl::InvalidArgumentError("summary_prompt is empty");
   return absl::OkStatus();
 }
 
@@ -57,6 +71,47 @@ absl::StatusOr<TokenRange> WindowCut(int64_t n, int64_t sinks, int64_t keep) {
                                                    sinks, " sinks (want sinks < keep < n)"));
   }
   return TokenRange{.begin = sinks, .end = n - (keep - sinks)};
+}
+
+absl::StatusOr<std::vector<TokenRange>> ScoreCut(std::span<const float> mass, int64_t sinks,
+                                                 int64_t recent, int64_t keep) {
+  const auto n = static_cast<int64_t>(mass.size());
+  if (sinks < 0 || recent < 0 || sinks + recent > keep || keep >= n) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot keep ", keep, " of ", n, " tokens with ",
+                                                   sinks, " sinks and ", recent,
+                                                   " recent (want sinks + recent <= keep < n)"));
+  }
+  // The candidates [sinks, n - recent), scored by the largest mass within 2 positions.
+  constexpr int64_t kRadius = 2;
+  const int64_t lo = sinks;
+  const int64_t hi = n - recent;
+  std::vector<std::pair<float, int64_t>> order;
+  order.reserve(static_cast<size_t>(hi - lo));
+  for (int64_t p = lo; p < hi; ++p) {
+    float pooled = mass[static_cast<size_t>(p)];
+    for (int64_t q = std::max<int64_t>(0, p - kRadius); q <= std::min(n - 1, p + kRadius); ++q) {
+      pooled = std::max(pooled, mass[static_cast<size_t>(q)]);
+    }
+    order.emplace_back(pooled, p);
+  }
+  const int64_t take = keep - sinks - recent;
+  std::partial_sort(order.begin(), order.begin() + take, order.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first != b.first ? a.first > b.first : a.second < b.second;
+                    });
+  std::vector<bool> kept(static_cast<size_t>(hi - lo), false);
+  for (int64_t i = 0; i < take; ++i)
+    kept[static_cast<size_t>(order[static_cast<size_t>(i)].second - lo)] = true;
+  std::vector<TokenRange> dropped;
+  for (int64_t p = lo; p < hi; ++p) {
+    if (kept[static_cast<size_t>(p - lo)]) continue;
+    if (!dropped.empty() && dropped.back().end == p) {
+      ++dropped.back().end;
+    } else {
+      dropped.push_back({p, p + 1});
+    }
+  }
+  return dropped;
 }
 
 int64_t MapPosition(std::span<const TokenRange> dropped, int64_t p) {
@@ -76,6 +131,16 @@ void MapTurns(std::span<const TokenRange> dropped, std::vector<SessionTurn>* tur
       if (p >= r.begin && p < r.end) p = r.end;
     }
     t.token_start = MapPosition(dropped, p);
+  }
+}
+
+void MapTurnsReplaced(TokenRange summarized, int64_t replacement, std::vector<SessionTurn>* turns) {
+  for (SessionTurn& t : *turns) {
+    if (t.token_start >= summarized.end) {
+      t.token_start += replacement - summarized.size();
+    } else if (t.token_start > summarized.begin) {
+      t.token_start = summarized.begin;
+    }
   }
 }
 

@@ -81,6 +81,8 @@ struct CompactionRecord {
   // The session's turns when it was compacted: rewinding to fewer is refused (their state
   // is gone). 0 in records written before the field existed.
   int64_t turns = 0;
+  // summarize: the summary's text (it replaced the summarized range).
+  std::string summary;
   friend bool operator==(const CompactionRecord&, const CompactionRecord&) = default;
 };
 

@@ -112,13 +112,7 @@ bool operator==(const SessionRecord& a, const SessionRecord& b) {
          a.rng_state == b.rng_state && a.metadata == b.metadata && a.kv_encoding == b.kv_encoding &&
          a.created_unix_us == b.created_unix_us && a.last_used_unix_us == b.last_used_unix_us &&
          a.ttl_us == b.ttl_us && a.compaction_log == b.compaction_log && a.blocks == b.blocks &&
-         a.compaction.has_value() == b.compaction.has_value() &&
-         (!a.compaction || (a.compaction->policy == b.compaction->policy &&
-                            a.compaction->sink_tokens == b.compaction->sink_tokens &&
-                            a.compaction->trigger_fraction == b.compaction->trigger_fraction &&
-                            a.compaction->trigger_tokens == b.compaction->trigger_tokens &&
-                            a.compaction->max_session_bytes == b.compaction->max_session_bytes &&
-                            a.compaction->target_fraction == b.compaction->target_fraction));
+a.compaction == b.compaction;
 }
 
 uint64_t StateChecksum(std::span<const uint8_t> bytes) {
@@ -234,8 +228,10 @@ absl::StatusOr<std::string> SerializeManifest(const SessionRecord& r) {
     };
     const auto dropped = ranges(c.dropped);
     const auto summarized = ranges(c.summarized);
+    const auto summary = c.summary.empty() ? flatbuffers::Offset<flatbuffers::String>()
+                                           : fbb.CreateString(c.summary);
     log.push_back(fb::CreateCompactionEntry(fbb, c.unix_us, fbb.CreateString(c.policy), dropped,
-                                            summarized, c.position_shift, c.turns));
+                                            summarized, c.position_shift, c.turns, summary));
   }
   const auto log_off = fbb.CreateVector(log);
   std::vector<fb::BlockRef> blocks;
@@ -251,7 +247,8 @@ absl::StatusOr<std::string> SerializeManifest(const SessionRecord& r) {
     const CompactionOptions& o = *r.compaction;
     compaction = fb::CreateCompactionSettings(
         fbb, fbb.CreateString(std::string(CompactionPolicyName(o.policy))), o.sink_tokens,
-        o.trigger_fraction, o.trigger_tokens, o.max_session_bytes, o.target_fraction);
+        o.trigger_fraction, o.trigger_tokens, o.max_session_bytes, o.target_fraction,
+        o.observe_tokens, fbb.CreateString(o.summary_prompt), o.summary_max_tokens);
   }
   const fb::SessionId128 id(flatbuffers::make_span(r.id.bytes));
   const fb::RngState rng(flatbuffers::make_span(r.rng_state));
@@ -374,6 +371,7 @@ absl::StatusOr<SessionRecord> ParseManifest(std::span<const uint8_t> file, std::
       });
       c.position_shift = e->position_shift();
       c.turns = e->turns();
+      if (e->summary() != nullptr) c.summary = std::string(View(e->summary()));
       r.compaction_log.push_back(std::move(c));
     }
   }
@@ -390,7 +388,12 @@ absl::StatusOr<SessionRecord> ParseManifest(std::span<const uint8_t> file, std::
                                      .trigger_fraction = c->trigger_fraction(),
                                      .trigger_tokens = c->trigger_tokens(),
                                      .max_session_bytes = c->max_session_bytes(),
-                                     .target_fraction = c->target_fraction()};
+                                     .target_fraction = c->target_fraction(),
+                                     .observe_tokens = c->observe_tokens(),
+                                     .summary_max_tokens = c->summary_max_tokens()};
+    if (c->summary_prompt() != nullptr) {
+      r.compaction->summary_prompt = std::string(View(c->summary_prompt()));
+    }
   }
   if (absl::Status s = ValidateRecord(r); !s.ok()) {
     return bad("invalid manifest: ", s.message());

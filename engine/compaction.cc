@@ -1,6 +1,8 @@
-// Context compaction of sessions (cache/compaction.h, docs/compaction.md): when a turn
-// triggers one, and the window policy's KV rewrite — the kept rows gathered into fresh
-// private blocks, the keys that moved re-rotated by the position shift — on the engine loop.
+// Context compaction of sessions (cache/compaction.h, docs/compaction.md), on the engine loop:
+// when a turn triggers one; the window and score policies' KV rewrite (the kept rows
+// gathered into fresh private blocks, each moved key re-rotated by its position shift); the
+// score policy's probe of the attention an observation window gives the other tokens; and
+// the summarize policy's summary, written by the model on the loop, and rebuild.
 #include "cache/compaction.h"
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
 #include "engine/internal/engine_impl.h"
@@ -26,16 +29,17 @@ using cache::CompactionOptions;
 using cache::CompactionPolicy;
 using cache::TokenRange;
 
-// Rotates the keys of `rows` rows of a host copy of a block by `shift` positions: RoPE at
-// position `shift` composes with the rotation at p into the one at p + shift (the angles
-// add; the magnitude scale, already in the stored key, is not applied again).
+// Rotates the keys of rows row0, row0 + 1, ... of a host copy of a block by shifts[0],
+// shifts[1], ... positions: RoPE at position `shift` composes with the rotation at p into the
+// one at p + shift (the angles add; the magnitude scale, already in the stored key, is not
+// applied again).
 void RerotateKeys(const kernels::KvLayout& lay, const ModelConfig& c,
-                  const kernels::RopeTable& rope, int64_t shift, int row0, int rows,
+                  const kernels::RopeTable& rope, std::span<const int32_t> shifts, int row0,
                   uint8_t* block) {
-  if (rows <= 0 || shift == 0) return;
+  const int rows = static_cast<int>(shifts.size());
+  if (rows == 0) return;
   const int width = lay.n_kv_heads * lay.head_dim;
   std::vector<float> k(static_cast<size_t>(rows) * width);
-  const std::vector<int32_t> positions(static_cast<size_t>(rows), static_cast<int32_t>(shift));
   auto* elems = reinterpret_cast<uint16_t*>(block);
   const bool f16 = lay.dtype == kernels::DType::kF16;
   for (int layer = 0; layer < lay.n_layers; ++layer) {
@@ -57,7 +61,7 @@ void RerotateKeys(const kernels::KvLayout& lay, const ModelConfig& c,
                    .rotary_dims = c.rope.rotary_dims,
                    .mode = c.rope.style == RopeStyle::kNeox ? kernels::RopeMode::kNeox
                                                             : kernels::RopeMode::kNormal,
-                   .positions = positions.data(),
+                   .positions = shifts.data(),
                    .theta = rope.theta.data(),
                    .mscale = 1.0f});
     for (int r = 0; r < rows; ++r) {
@@ -118,8 +122,15 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
     }
   }
   if (!trigger) return absl::OkStatus();
-  // The turn itself, the sinks and one recent token must fit with the reply.
-  const int64_t floor_keep = o.sink_tokens + 1 + n_delta;
+  // The turn itself and what the policy always keeps must fit with the reply: the sinks and
+  // a recent token; for score, its observation window from a block boundary and the tokens
+  // whose KV lags (a few, after a reply); for summarize, the head and the summary's room.
+  int64_t floor_keep = o.sink_tokens + 1 + n_delta;
+  if (o.policy == CompactionPolicy::kScore) {
+    floor_keep = o.sink_tokens + n_delta + o.observe_tokens + opts.block_tokens + kLagTokens;
+  } else if (o.policy == CompactionPolicy::kSummarize) {
+    floor_keep = SummaryHead(s, o) + o.summary_max_tokens + kSummaryFramingTokens + n_delta + 1;
+  }
   if (floor_keep + reply > ctx) return overflow();
   int64_t keep = static_cast<int64_t>(std::floor(o.target_fraction * static_cast<double>(limit)));
   keep = std::clamp<int64_t>(keep, floor_keep, ctx - reply);
@@ -130,73 +141,155 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
 bool Engine::Impl::CompactForTurn(Seq& seq) {
   if (seq.compact_keep == 0 || seq.session == nullptr) return true;
   SessionState* s = seq.session;
-  auto dropped = CompactSession(s, CompactionFor(*s, &seq.params), seq.compact_keep,
-                                seq.rollback_tokens, static_cast<int64_t>(seq.rollback_turns));
-  if (!dropped.ok() && absl::IsResourceExhausted(dropped.status())) return false;
+  auto done = CompactSession(s, CompactionFor(*s, &seq.params), seq.compact_keep,
+                             seq.rollback_tokens, static_cast<int64_t>(seq.rollback_turns));
+  if (!done.ok() && absl::IsResourceExhausted(done.status())) return false;
   // Any other error cannot happen for a planned keep; the turn then runs uncompacted and
   // fails on the context length rather than here.
   seq.compact_keep = 0;
-  if (dropped.ok()) {
-    seq.rollback_tokens -= *dropped;
-    seq.n_prompt -= *dropped;
-    seq.result.usage.compacted_tokens += *dropped;
+  if (done.ok()) {
+    seq.rollback_tokens -= done->removed;
+    seq.n_prompt -= done->removed;
+    seq.result.usage.compacted_tokens += done->compacted;
   }
   return true;
 }
 
-absl::StatusOr<int64_t> Engine::Impl::CompactSession(SessionState* s, const CompactionOptions& o,
-                                                     int64_t keep, int64_t protect_from,
-                                                     int64_t turns_seen) {
+absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::CompactSession(
+    SessionState* s, const CompactionOptions& o, int64_t keep, int64_t protect_from,
+    int64_t turns_seen) {
   KvSequence& kv = s->kv;
   const int64_t n = static_cast<int64_t>(kv.tokens.size());
-  if (o.policy == CompactionPolicy::kNone) {
-    return absl::InvalidArgumentError("compaction policy none: nothing to compact with");
+  std::vector<TokenRange> dropped;
+  switch (o.policy) {
+    case CompactionPolicy::kNone:
+      return absl::InvalidArgumentError("compaction policy none: nothing to compact with");
+    case CompactionPolicy::kSummarize:
+      return SummarizeSession(s, o, keep, protect_from, turns_seen);
+    case CompactionPolicy::kWindow: {
+      const int64_t sinks = std::min<int64_t>(o.sink_tokens, std::max<int64_t>(keep - 1, 0));
+      absl::StatusOr<TokenRange> cut = cache::WindowCut(n, sinks, keep);
+      if (!cut.ok()) return cut.status();
+      dropped = {*cut};
+      break;
+    }
+    case CompactionPolicy::kScore: {
+      auto ranges = ScoreRanges(s, o, keep);
+      if (!ranges.ok()) return ranges.status();
+      dropped = std::move(*ranges);
+      break;
+    }
   }
-  const int64_t sinks = std::min<int64_t>(o.sink_tokens, std::max<int64_t>(keep - 1, 0));
-  absl::StatusOr<TokenRange> cut = cache::WindowCut(n, sinks, keep);
-  if (!cut.ok()) return cut.status();
-  if (cut->end > protect_from) {
+  if (dropped.empty()) return absl::InvalidArgumentError("the compaction would drop nothing");
+  if (dropped.back().end > protect_from) {
     return absl::InvalidArgumentError(
         absl::StrCat("keeping ", keep, " of ", n, " tokens would drop part of the new turn"));
   }
   const int64_t n_kv = kv.table.n_tokens();
-  if (cut->end <= n_kv) {
-    if (absl::Status st = RewriteKvWindow(s, *cut); !st.ok()) return st;
+  if (dropped.back().end <= n_kv) {
+    if (absl::Status st = RewriteKv(s, dropped); !st.ok()) return st;
   } else {
     // The dropped tokens reach past the KV (it was dropped, or lags): keep the KV before the
-    // cut; the kept tokens after it are computed again at their new positions.
-    const int64_t kept = kv.table.Truncate(*pool, std::min(n_kv, cut->begin));
+    // first dropped token; the kept tokens after it are computed again at their new positions.
+    const int64_t kept = kv.table.Truncate(*pool, std::min(n_kv, dropped.front().begin));
     kv.chain.resize(
         std::min<size_t>(kv.chain.size(), static_cast<size_t>(kept / opts.block_tokens)));
   }
-  // The durable copy's blocks from the cut on no longer hold this KV (as after a truncation).
-  Residency& r = Res(*s);
-  const int64_t unchanged = cut->begin / opts.block_tokens;
-  r.disk_valid_full = std::min(r.disk_valid_full, unchanged);
-  r.trunc_floor = std::min(r.trunc_floor, unchanged);
-  kv.tokens.erase(kv.tokens.begin() + cut->begin, kv.tokens.begin() + cut->end);
-  const std::vector<TokenRange> dropped = {*cut};
+  int64_t total = 0;
+  for (const TokenRange& r : dropped) total += r.size();
+  for (auto r = dropped.rbegin(); r != dropped.rend(); ++r) {
+    kv.tokens.erase(kv.tokens.begin() + r->begin, kv.tokens.begin() + r->end);
+  }
   cache::MapTurns(dropped, &s->turns);
-  s->compaction_log.push_back({.unix_us = absl::ToUnixMicros(Now()),
-                               .policy = std::string(cache::CompactionPolicyName(o.policy)),
-                               .dropped = dropped,
-                               .summarized = {},
-                               .position_shift = -cut->size(),
-                               .turns = turns_seen});
-  ++stats.compactions;
-  stats.compacted_tokens += cut->size();
-  MarkChanged(s);
-  return cut->size();
+  LogCompaction(s, {.unix_us = absl::ToUnixMicros(Now()),
+                    .policy = std::string(cache::CompactionPolicyName(o.policy)),
+                    .dropped = std::move(dropped),
+                    .summarized = {},
+                    .position_shift = -total,
+                    .turns = turns_seen});
+  return Compacted{.removed = total, .compacted = total};
 }
 
-absl::Status Engine::Impl::RewriteKvWindow(SessionState* s, TokenRange cut) {
+void Engine::Impl::LogCompaction(SessionState* s, cache::CompactionRecord record) {
+  // The durable copy's blocks from the first changed token on no longer hold this KV (as
+  // after a truncation).
+  int64_t first = static_cast<int64_t>(s->kv.tokens.size());
+  for (const auto* ranges : {&record.dropped, &record.summarized}) {
+    if (!ranges->empty()) first = std::min(first, ranges->front().begin);
+  }
+  Residency& r = Res(*s);
+  const int64_t unchanged = first / opts.block_tokens;
+  r.disk_valid_full = std::min(r.disk_valid_full, unchanged);
+  r.trunc_floor = std::min(r.trunc_floor, unchanged);
+  ++stats.compactions;
+  stats.compacted_tokens += cache::CompactedTokens(std::span(&record, 1));
+  s->compaction_log.push_back(std::move(record));
+  MarkChanged(s);
+}
+
+absl::StatusOr<std::vector<TokenRange>> Engine::Impl::ScoreRanges(SessionState* s,
+                                                                  const CompactionOptions& o,
+                                                                  int64_t keep) {
+  KvSequence& kv = s->kv;
+  const int64_t bt = opts.block_tokens;
+  const int64_t n = static_cast<int64_t>(kv.tokens.size());
+  const int64_t n_kv = kv.table.n_tokens();
+  // The probe recomputes the tokens from p0 (a block boundary) on in fresh blocks, so that
+  // the queries of the last `observe` of them score every token before.
+  const int64_t observe = std::min(o.observe_tokens, n_kv);
+  const int64_t p0 = (n_kv - observe) / bt * bt;
+  const int64_t sinks = std::min(o.sink_tokens, p0);
+  const int64_t recent = n - p0;
+  if (observe == 0 || sinks + recent > keep) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "keeping ", keep, " of ", n, " tokens leaves no room to choose: the score policy keeps ",
+        sinks, " sink tokens and the last ", recent, " (its observation window of ", observe,
+        " with the tokens whose KV is not computed yet)"));
+  }
+  cache::BlockTable probe;
+  for (int64_t i = 0; i < p0 / bt; ++i) {
+    pool->Retain(kv.table.blocks()[static_cast<size_t>(i)]);
+    probe.AppendShared(*pool, kv.table.blocks()[static_cast<size_t>(i)]);
+  }
+  if (!probe.Reserve(*pool, n_kv)) {
+    probe.Release(*pool);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no free KV blocks for the score probe of session ", s->id.ToString()));
+  }
+  std::vector<float> mass(static_cast<size_t>(n), 0.0f);
+  const SeqBatchEntry entry = {
+      .tokens = std::span<const TokenId>(kv.tokens).subspan(static_cast<size_t>(p0),
+                                                            static_cast<size_t>(n_kv - p0)),
+      .start_pos = static_cast<int32_t>(p0),
+      .table = &probe,
+      .logits = LogitRows::kNone};
+  const absl::Status st =
+      forward->ObserveAttention(pool->view(), entry, n_kv - observe - p0, mass);
+  probe.Release(*pool);
+  if (!st.ok()) return st;
+  stats.tokens_computed += n_kv - p0;
+  return cache::ScoreCut(mass, sinks, recent, keep);
+}
+
+absl::Status Engine::Impl::RewriteKv(SessionState* s, std::span<const TokenRange> dropped) {
   KvSequence& kv = s->kv;
   const kernels::KvLayout& lay = pool->layout();
   const int64_t bt = lay.block_tokens;
   const int64_t bb = pool->block_bytes();
   const int64_t n_kv = kv.table.n_tokens();
-  const int64_t n_new = n_kv - cut.size();
-  const int64_t same = cut.begin / bt;  // whole blocks before the cut: shared as they are
+  const int64_t same = dropped.front().begin / bt;  // whole blocks before it: shared as they are
+  // Where each new position from the first rewritten block on comes from.
+  std::vector<int64_t> from;
+  for (int64_t p = same * bt, i = 0; p < n_kv; ++p) {
+    while (i < static_cast<int64_t>(dropped.size()) && p >= dropped[static_cast<size_t>(i)].end) {
+      ++i;
+    }
+    if (i < static_cast<int64_t>(dropped.size()) && p >= dropped[static_cast<size_t>(i)].begin) {
+      continue;
+    }
+    from.push_back(p);
+  }
+  const int64_t n_new = same * bt + static_cast<int64_t>(from.size());
   const std::span<const cache::BlockId> old = kv.table.blocks();
   cache::BlockTable table;
   for (int64_t i = 0; i < same; ++i) {
@@ -221,15 +314,17 @@ absl::Status Engine::Impl::RewriteKvWindow(SessionState* s, TokenRange cut) {
   };
   const ModelConfig& c = forward->config();
   std::vector<uint8_t> out(static_cast<size_t>(bb));
+  std::vector<int32_t> shifts;
   const size_t row_bytes = static_cast<size_t>(lay.head_dim) * 2;
   for (int64_t j = same; j < static_cast<int64_t>(table.blocks().size()); ++j) {
     std::fill(out.begin(), out.end(), uint8_t{0});
+    shifts.clear();
     int first_moved = static_cast<int>(bt);
-    int rows = 0;
-    for (int r = 0; r < bt && j * bt + r < n_new; ++r, ++rows) {
+    for (int r = 0; r < bt && j * bt + r < n_new; ++r) {
       const int64_t p_new = j * bt + r;
-      const int64_t p_old = p_new < cut.begin ? p_new : p_new + cut.size();
-      if (p_new >= cut.begin) first_moved = std::min(first_moved, r);
+      const int64_t p_old = from[static_cast<size_t>(p_new - same * bt)];
+      if (p_old != p_new && first_moved == bt) first_moved = r;
+      if (first_moved < bt) shifts.push_back(static_cast<int32_t>(p_new - p_old));
       const uint8_t* src = source(p_old / bt);
       const int src_row = static_cast<int>(p_old % bt);
       for (int layer = 0; layer < lay.n_layers; ++layer) {
@@ -241,9 +336,9 @@ absl::Status Engine::Impl::RewriteKvWindow(SessionState* s, TokenRange cut) {
         }
       }
     }
-    // Rows past the cut moved by -cut.size() positions; rows before it (sinks) did not.
-    RerotateKeys(lay, c, forward->rope_table(), -cut.size(), first_moved, rows - first_moved,
-                 out.data());
+    // Rows before the first dropped token (sinks) kept their positions; each one after it
+    // moved back by the tokens dropped before it.
+    RerotateKeys(lay, c, forward->rope_table(), shifts, first_moved, out.data());
     pool->memory().Copy(pool->BlockData(table.blocks()[static_cast<size_t>(j)]), out.data(),
                         static_cast<size_t>(bb));
   }
@@ -252,6 +347,144 @@ absl::Status Engine::Impl::RewriteKvWindow(SessionState* s, TokenRange cut) {
   kv.table = std::move(table);
   kv.chain.resize(std::min<size_t>(kv.chain.size(), static_cast<size_t>(same)));
   return absl::OkStatus();
+}
+
+int64_t Engine::Impl::SummaryHead(const SessionState& s, const CompactionOptions& o) const {
+  const auto n = static_cast<int64_t>(s.kv.tokens.size());
+  if (tmpl.family() == ChatTemplateFamily::kUnknown || s.messages.empty()) {
+    return std::min(o.sink_tokens, n);
+  }
+  return s.messages.front().role == "system" && s.turns.size() > 1 &&
+                 s.turns[1].message_start == 1
+             ? s.turns[1].token_start
+             : 0;
+}
+
+absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(
+    SessionState* s, const CompactionOptions& o, int64_t keep, int64_t protect_from,
+    int64_t turns_seen) {
+  KvSequence& kv = s->kv;
+  const int64_t n = static_cast<int64_t>(kv.tokens.size());
+  const int64_t head = SummaryHead(*s, o);
+  // The summary and its framing take at most `room` tokens of the rebuilt history; the
+  // oldest turns from the head on are summarized, up to a turn boundary where one fits.
+  const int64_t room = o.summary_max_tokens + kSummaryFramingTokens;
+  const int64_t bound = n - (keep - head - room);
+  if (keep - head - room < 0 || bound > protect_from || bound <= head) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "keeping ", keep, " of ", n, " tokens leaves no room to summarize: the head (", head,
+        " tokens), up to ", room, " tokens of summary and the new turn must fit"));
+  }
+  int64_t cut = bound;
+  for (const cache::SessionTurn& t : s->turns) {
+    if (t.token_start >= bound && t.token_start <= protect_from) {
+      cut = t.token_start;
+      break;
+    }
+  }
+  absl::StatusOr<std::string> summary = WriteSummary(*s, o, cut);
+  if (!summary.ok()) return summary.status();
+  const std::vector<TokenId> framed = FrameSummary(*s, *summary);
+  // The rebuilt history: head + summary + the turns after the cut, whose KV is computed
+  // again after the summary (by the next turn's prefill).
+  const int64_t kept = kv.table.Truncate(*pool, std::min(kv.table.n_tokens(), head));
+  kv.chain.resize(
+      std::min<size_t>(kv.chain.size(), static_cast<size_t>(kept / opts.block_tokens)));
+  kv.tokens.erase(kv.tokens.begin() + head, kv.tokens.begin() + cut);
+  kv.tokens.insert(kv.tokens.begin() + head, framed.begin(), framed.end());
+  const TokenRange summarized = {head, cut};
+  const auto f = static_cast<int64_t>(framed.size());
+  cache::MapTurnsReplaced(summarized, f, &s->turns);
+  LogCompaction(s, {.unix_us = absl::ToUnixMicros(Now()),
+                    .policy = std::string(cache::CompactionPolicyName(o.policy)),
+                    .dropped = {},
+                    .summarized = {summarized},
+                    .position_shift = f - summarized.size(),
+                    .turns = turns_seen,
+                    .summary = *std::move(summary)});
+  return Compacted{.removed = summarized.size() - f, .compacted = summarized.size()};
+}
+
+absl::StatusOr<std::string> Engine::Impl::WriteSummary(const SessionState& s,
+                                                       const CompactionOptions& o, int64_t cut) {
+  const KvSequence& kv = s.kv;
+  const int64_t bt = opts.block_tokens;
+  // The history up to the cut, then the instruction: a user message for a chat session.
+  std::vector<TokenId> tokens(kv.tokens.begin(), kv.tokens.begin() + cut);
+  std::vector<TokenId> ask;
+  if (tmpl.family() != ChatTemplateFamily::kUnknown && !s.messages.empty()) {
+    const ChatMessage m = {.role = "user", .content = o.summary_prompt};
+    auto ids = RenderTurn(&s, std::span(&m, 1), /*add_generation_prompt=*/true);
+    if (ids.ok()) ask = *std::move(ids);
+  }
+  if (ask.empty()) {
+    ask = tokenizer->Encode(absl::StrCat("\n\n", o.summary_prompt, "\n"),
+                            EncodeOptions{.add_bos = false, .parse_special = false});
+  }
+  tokens.insert(tokens.end(), ask.begin(), ask.end());
+  const int64_t max_new = std::min(o.summary_max_tokens, ctx - static_cast<int64_t>(tokens.size()));
+  if (max_new < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no room in the context to write a summary of ", cut, " tokens (", tokens.size(),
+        " with the instruction, context length ", ctx, ")"));
+  }
+  // The session's whole blocks before the cut are shared; the rest is computed in a scratch
+  // table, then the summary is decoded greedily until an end-of-generation token.
+  cache::BlockTable t;
+  const int64_t shared = std::min(cut, kv.table.n_tokens()) / bt;
+  for (int64_t i = 0; i < shared; ++i) {
+    pool->Retain(kv.table.blocks()[static_cast<size_t>(i)]);
+    t.AppendShared(*pool, kv.table.blocks()[static_cast<size_t>(i)]);
+  }
+  std::vector<TokenId> out;
+  std::vector<float> row(static_cast<size_t>(vocab));
+  absl::Status st;
+  for (int64_t pos = shared * bt; st.ok();) {
+    while (pos < static_cast<int64_t>(tokens.size()) && st.ok()) {
+      const int64_t take =
+          std::min<int64_t>(static_cast<int64_t>(tokens.size()) - pos, opts.max_batch_tokens);
+      if (!t.Reserve(*pool, pos + take)) {
+        st = absl::ResourceExhaustedError(
+            absl::StrCat("no free KV blocks to write the summary of session ", s.id.ToString()));
+        break;
+      }
+      const bool last = pos + take == static_cast<int64_t>(tokens.size());
+      const SeqBatchEntry e = {.tokens = std::span<const TokenId>(tokens).subspan(
+                                   static_cast<size_t>(pos), static_cast<size_t>(take)),
+                               .start_pos = static_cast<int32_t>(pos),
+                               .table = &t,
+                               .logits = last ? LogitRows::kLast : LogitRows::kNone};
+      st = forward->Forward(pool->view(), std::span(&e, 1), row.data());
+      stats.tokens_computed += take;
+      pos += take;
+    }
+    if (!st.ok()) break;
+    const auto id = static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin());
+    if (tokenizer->IsEog(id)) break;
+    out.push_back(id);
+    if (static_cast<int64_t>(out.size()) == max_new) break;
+    tokens.push_back(id);
+  }
+  t.Release(*pool);
+  if (!st.ok()) return st;
+  stats.tokens_generated += static_cast<int64_t>(out.size());
+  return std::string(absl::StripAsciiWhitespace(tokenizer->Decode(out)));
+}
+
+std::vector<TokenId> Engine::Impl::FrameSummary(const SessionState& s,
+                                                std::string_view summary) const {
+  const std::string text =
+      absl::StrCat("Summary of the earlier conversation: ", AsAbsl(summary));
+  if (tmpl.family() != ChatTemplateFamily::kUnknown && !s.messages.empty()) {
+    // A system message where the template takes one there, else a user message.
+    for (const char* role : {"system", "user"}) {
+      const ChatMessage m = {.role = role, .content = text};
+      auto ids = RenderTurn(&s, std::span(&m, 1), /*add_generation_prompt=*/false);
+      if (ids.ok()) return *std::move(ids);
+    }
+  }
+  return tokenizer->Encode(absl::StrCat(text, "\n\n"),
+                           EncodeOptions{.add_bos = false, .parse_special = false});
 }
 
 absl::StatusOr<SessionInfo> Engine::Compact(std::string_view tenant, std::string_view session_id,
@@ -288,9 +521,10 @@ absl::StatusOr<SessionInfo> Engine::Compact(std::string_view tenant, std::string
               const int64_t n = static_cast<int64_t>(s->kv.tokens.size());
               const int64_t keep = keep_tokens.value_or(
                   static_cast<int64_t>(std::floor(o.target_fraction * static_cast<double>(n))));
-              auto dropped = m.CompactSession(s, o, keep, n, static_cast<int64_t>(s->turns.size()));
-              if (!dropped.ok()) {
-                reply(dropped.status());
+              auto compacted =
+                  m.CompactSession(s, o, keep, n, static_cast<int64_t>(s->turns.size()));
+              if (!compacted.ok()) {
+                reply(compacted.status());
                 return;
               }
               s->last_used = m.Now();

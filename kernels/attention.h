@@ -104,6 +104,16 @@ struct AttentionParams {
 void PagedAttentionRef(const AttentionParams& p);
 void PagedAttention(const AttentionParams& p);
 
+// How much attention each key gets from a set of queries (the score compaction policy,
+// cache/compaction.h): for every query row r >= first_row of the call and every head, the
+// softmax weights PagedAttention uses (same positions, window and scale) are added to
+// mass[pos] of each attended position pos, so every (row, head) adds 1 in all. mass must
+// hold the largest kv_len of the rows' sequences (positions of different sequences add into
+// the same entries: call it for one sequence). Scores in f32 from the stored keys, softmax
+// in double; the sum over (row, head) is taken in a fixed order, so the result does not
+// depend on the thread count.
+void AttentionMass(const AttentionParams& p, int first_row, float* mass);
+
 // Tests and benchmarks: the fast versions forced onto one instruction-set path. They do
 // nothing and return false when this processor lacks `isa`. PagedAttention and KvWrite run
 // the best path the processor supports.

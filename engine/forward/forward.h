@@ -137,6 +137,15 @@ class ForwardPass {
   // the KV then); a device error as Internal.
   virtual absl::Status Forward(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch,
                                float* logits) = 0;
+
+  // The score compaction policy's probe (cache/compaction.h): runs `entry` alone as a step
+  // (its KV written as Forward writes it, no logits) and adds to mass[pos] the attention
+  // that the queries of entry.tokens[observe_from..], in every layer and head, give each
+  // position pos (kernels::AttentionMass). mass.size() must be at least entry.start_pos +
+  // entry.tokens.size(). Errors: those of Forward; InvalidArgument for a short `mass` or an
+  // observe_from outside the tokens; Unimplemented on a backend without the probe.
+  virtual absl::Status ObserveAttention(const kernels::KvArenaView& kv, const SeqBatchEntry& entry,
+                                        int64_t observe_from, std::span<float> mass);
 };
 
 // The forward pass of `opts.device` for `model` (which must outlive it). InvalidArgument

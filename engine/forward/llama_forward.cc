@@ -132,6 +132,28 @@ absl::Status LlamaForward::Forward(const kernels::KvArenaView& kv,
   return absl::OkStatus();
 }
 
+absl::Status LlamaForward::ObserveAttention(const kernels::KvArenaView& kv,
+                                            const SeqBatchEntry& entry, int64_t observe_from,
+                                            std::span<float> mass) {
+  const auto n = static_cast<int64_t>(entry.tokens.size());
+  if (observe_from < 0 || observe_from >= n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("observe_from ", observe_from, " is outside the entry's ", n, " tokens"));
+  }
+  if (static_cast<int64_t>(mass.size()) < entry.start_pos + n) {
+    return absl::InvalidArgumentError(absl::StrCat("attention mass holds ", mass.size(),
+                                                   " positions, the entry reaches ",
+                                                   entry.start_pos + n));
+  }
+  SeqBatchEntry e = entry;
+  e.logits = LogitRows::kNone;
+  observe_from_ = observe_from;
+  observe_mass_ = mass.data();
+  const absl::Status st = Forward(kv, std::span<const SeqBatchEntry>(&e, 1), nullptr);
+  observe_mass_ = nullptr;
+  return st;
+}
+
 void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
   Scratch& s = *scratch_;
   const ModelConfig& c = config();
@@ -215,16 +237,20 @@ void LlamaForward::RunLayers(const kernels::KvArenaView& kv, float* logits) {
     rope(k, c.n_kv_heads);
     ops.kv_write(
         {.kv = kv, .layer = l, .seqs = s.seqs, .k = k, .ldk = qkv_dim, .v = v, .ldv = qkv_dim});
-    ops.attention({.kv = kv,
-                   .layer = l,
-                   .seqs = s.seqs,
-                   .n_heads = c.n_heads,
-                   .q = q,
-                   .ldq = qkv_dim,
-                   .out = h,
-                   .ldo = q_dim,
-                   .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
-                   .sliding_window = c.sliding_window});
+    const kernels::AttentionParams attention = {.kv = kv,
+                                                .layer = l,
+                                                .seqs = s.seqs,
+                                                .n_heads = c.n_heads,
+                                                .q = q,
+                                                .ldq = qkv_dim,
+                                                .out = h,
+                                                .ldo = q_dim,
+                                                .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
+                                                .sliding_window = c.sliding_window};
+    ops.attention(attention);
+    if (observe_mass_ != nullptr) {
+      kernels::AttentionMass(attention, static_cast<int>(observe_from_), observe_mass_);
+    }
     matmul(L.attn_output, h, q_dim, L.o_bias, proj, d);
     AddInPlace(x, proj, T, d);
 

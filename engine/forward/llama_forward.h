@@ -57,6 +57,8 @@ class LlamaForward : public ForwardPass {
   // ForwardPass::Forward; the arena is host memory.
   absl::Status Forward(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch,
                        float* logits) override;
+  absl::Status ObserveAttention(const kernels::KvArenaView& kv, const SeqBatchEntry& entry,
+                                int64_t observe_from, std::span<float> mass) override;
 
  private:
   struct Scratch;
@@ -70,6 +72,9 @@ class LlamaForward : public ForwardPass {
   Device device_;
   int threads_ = 1;
   kernels::RopeTable rope_;
+  // Set only during ObserveAttention: the first observed row and where the mass adds up.
+  int64_t observe_from_ = 0;
+  float* observe_mass_ = nullptr;
 
  public:
   const kernels::RopeTable& rope_table() const override { return rope_; }

@@ -263,12 +263,47 @@ struct Engine::Impl {
   // Whether the turn (history + n_delta new tokens) triggers a compaction: sets
   // seq.compact_keep. InvalidArgument when it cannot fit the context even compacted.
   absl::Status PlanTurnCompaction(Seq& seq, int64_t history, int64_t n_delta);
-  // Compacts `s` (resident) to `keep` history tokens, never dropping tokens from
-  // `protect_from` on; logs it with `turns_seen` as the rewind floor. Returns the tokens
-  // dropped; on an error nothing changed.
-  absl::StatusOr<int64_t> CompactSession(SessionState* s, const cache::CompactionOptions& o,
-                                         int64_t keep, int64_t protect_from, int64_t turns_seen);
-  absl::Status RewriteKvWindow(SessionState* s, cache::TokenRange cut);
+  // What a compaction did to the history: how much shorter it is, and how many of its
+  // tokens were dropped or summarized.
+  struct Compacted {
+    int64_t removed = 0;
+    int64_t compacted = 0;
+  };
+  // Compacts `s` (resident) to at most `keep` history tokens, never touching tokens from
+  // `protect_from` on; logs it with `turns_seen` as the rewind floor. On an error nothing
+  // changed (ResourceExhausted: no free KV blocks for the work, try again later).
+  absl::StatusOr<Compacted> CompactSession(SessionState* s, const cache::CompactionOptions& o,
+                                           int64_t keep, int64_t protect_from,
+                                           int64_t turns_seen);
+  // Appends `record` to the session's log (stats, durable copy, change mark).
+  void LogCompaction(SessionState* s, cache::CompactionRecord record);
+  // The score policy's dropped ranges: the session's KV probed by an observation window.
+  absl::StatusOr<std::vector<cache::TokenRange>> ScoreRanges(SessionState* s,
+                                                             const cache::CompactionOptions& o,
+                                                             int64_t keep);
+  // The session's KV without the `dropped` ranges (sorted, within the KV): whole blocks
+  // before the first shared, the rest gathered into fresh private blocks, moved keys
+  // re-rotated.
+  absl::Status RewriteKv(SessionState* s, std::span<const cache::TokenRange> dropped);
+  // The summarize policy: a summary of the oldest turns (WriteSummary) replaces them.
+  absl::StatusOr<Compacted> SummarizeSession(SessionState* s, const cache::CompactionOptions& o,
+                                             int64_t keep, int64_t protect_from,
+                                             int64_t turns_seen);
+  // The model's summary (greedy, at most summary_max_tokens) of the history before `cut`,
+  // written on the loop in a scratch block table that shares the session's whole blocks.
+  absl::StatusOr<std::string> WriteSummary(const SessionState& s,
+                                           const cache::CompactionOptions& o, int64_t cut);
+  // The tokens the summary is inserted as: a system (or user) message of a chat session,
+  // plain text otherwise.
+  std::vector<TokenId> FrameSummary(const SessionState& s, std::string_view summary) const;
+  // The tokens a summary keeps before it: a chat session's system-prompt turn (else none:
+  // the summary starts the history), a raw-token session's sinks.
+  int64_t SummaryHead(const SessionState& s, const cache::CompactionOptions& o) const;
+  // Tokens whose KV may lag a session's history when a turn starts (a reply's last token
+  // and the template's end-of-turn text), allowed for in the score policy's floor.
+  static constexpr int64_t kLagTokens = 8;
+  // Tokens the framing of a summary may add to it (role markers, "Summary of ...").
+  static constexpr int64_t kSummaryFramingTokens = 32;
   // Runs the compaction PlanTurnCompaction planned for `seq`, once; false when it must wait
   // for free blocks.
   bool CompactForTurn(Seq& seq);
