@@ -211,6 +211,7 @@ SessionInfo Engine::Impl::Info(const SessionState& s) {
   info.compactions = static_cast<int64_t>(s.compaction_log.size());
   info.compacted_tokens = cache::CompactedTokens(s.compaction_log);
   info.rewind_floor = cache::RewindFloor(s.compaction_log);
+  info.compaction_log = s.compaction_log;
   return info;
 }
 

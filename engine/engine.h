@@ -277,6 +277,8 @@ struct SessionInfo {
   int64_t compactions = 0;
   int64_t compacted_tokens = 0;
   int64_t rewind_floor = 0;
+  // Every compaction, oldest first (cache/session.h CompactionRecord; a summary's text too).
+  std::vector<cache::CompactionRecord> compaction_log;
 };
 
 // What startup found in the state directory.
