@@ -13,7 +13,8 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(CompactionTest, PolicyNamesRoundTripAndBadNamesSayWhatIsAccepted) {
-  for (CompactionPolicy p : {CompactionPolicy::kNone, CompactionPolicy::kWindow}) {
+  for (CompactionPolicy p : {CompactionPolicy::kNone, CompactionPolicy::kWindow,
+                             CompactionPolicy::kScore, CompactionPolicy::kSummarize}) {
     auto back = ParseCompactionPolicy(CompactionPolicyName(p));
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(*back, p);
@@ -21,7 +22,7 @@ TEST(CompactionTest, PolicyNamesRoundTripAndBadNamesSayWhatIsAccepted) {
   auto bad = ParseCompactionPolicy("sliding");
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("\"sliding\""));
-  EXPECT_THAT(bad.status().message(), HasSubstr("window"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("window, score or summarize"));
 }
 
 TEST(CompactionTest, OptionsValidationNamesTheField) {
@@ -38,6 +39,9 @@ TEST(CompactionTest, OptionsValidationNamesTheField) {
       {{.max_session_bytes = -1}, "max_session_bytes"},
       {{.target_fraction = 1.0}, "target_fraction"},
       {{.target_fraction = 0.0}, "target_fraction"},
+      {{.observe_tokens = 0}, "observe_tokens"},
+      {{.summary_prompt = ""}, "summary_prompt"},
+      {{.summary_max_tokens = 0}, "summary_max_tokens"},
   };
   for (const Case& c : cases) {
     const absl::Status st = ValidateCompactionOptions(c.o);
@@ -75,6 +79,36 @@ TEST(CompactionTest, PositionsAndTurnsFollowTheDroppedRanges) {
     EXPECT_EQ(turns[i].token_start, want[i]) << "turn " << i;
     EXPECT_EQ(turns[i].message_start, static_cast<int64_t>(i));
   }
+}
+
+// The score cut keeps the sinks, the recent tokens, and the best-scored of the rest after the
+// max-pool over neighbours; what it drops comes back as merged, sorted ranges.
+TEST(CompactionTest, ScoreCutKeepsSinksRecentAndTheMostAttended) {
+  std::vector<float> mass(40, 0.0f);
+  mass[10] = 5.0f;  // pooled: 8..12 score 5
+  mass[25] = 3.0f;  // pooled: 23..27 score 3
+  mass[2] = 9.0f;   // a sink: pools onto 3 and 4 too (4 is a candidate)
+  auto dropped = ScoreCut(mass, /*sinks=*/4, /*recent=*/6, /*keep=*/4 + 6 + 7);
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  // 7 kept between: 4 (pooled 9), then 8..12 (5), then 23 (3, the earliest of 23..27).
+  const std::vector<TokenRange> want = {{5, 8}, {13, 23}, {24, 34}};
+  EXPECT_EQ(*dropped, want);
+  int64_t kept = 40;
+  for (const TokenRange& r : *dropped) kept -= r.size();
+  EXPECT_EQ(kept, 17);
+  // Nothing to choose: everything between the sinks and the recent tokens dropped.
+  auto all = ScoreCut(mass, 4, 6, 10);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(*all, (std::vector<TokenRange>{{4, 34}}));
+  EXPECT_FALSE(ScoreCut(mass, 4, 6, 9).ok());   // sinks + recent do not fit
+  EXPECT_FALSE(ScoreCut(mass, 4, 6, 40).ok());  // nothing dropped
+}
+
+TEST(CompactionTest, ReplacedRangeMovesTheTurnsAfterIt) {
+  std::vector<SessionTurn> turns = {{0, 0}, {5, 1}, {12, 2}, {30, 3}, {41, 4}};
+  MapTurnsReplaced({5, 30}, 7, &turns);  // 25 tokens become 7
+  const std::vector<int64_t> want = {0, 5, 5, 12, 23};
+  for (size_t i = 0; i < turns.size(); ++i) EXPECT_EQ(turns[i].token_start, want[i]) << i;
 }
 
 TEST(CompactionTest, RewindFloorIsTheLatestCompactionsTurns) {

@@ -45,6 +45,9 @@ TEST(StateManifestTest, RoundTripsEveryField) {
   EXPECT_EQ(back->blocks[1].hash, BlockHash{});
   ASSERT_EQ(back->compaction_log.size(), 1u);
   EXPECT_EQ(back->compaction_log[0].summarized.size(), 2u);
+  EXPECT_EQ(back->compaction_log[0].summary, r.compaction_log[0].summary);
+  EXPECT_EQ(back->compaction->summary_prompt, "Summarize, briefly.");
+  EXPECT_EQ(back->compaction->observe_tokens, 48);
   EXPECT_EQ(back->layout.dtype, kernels::DType::kBF16);
 
   // A record with nothing optional survives too (no KV, no turns, no blocks, no TTL).
@@ -114,6 +117,9 @@ TEST(StateManifestTest, ValidateRecordNamesTheBrokenField) {
        }},
       {"records 3 turns", [](SessionRecord& r) { r.compaction_log[0].turns = 3; }},
       {"compaction: target_fraction", [](SessionRecord& r) { r.compaction->target_fraction = 2; }},
+      {"compaction: observe_tokens", [](SessionRecord& r) { r.compaction->observe_tokens = 0; }},
+      {"compaction: summary_prompt is empty",
+       [](SessionRecord& r) { r.compaction->summary_prompt.clear(); }},
   };
   for (const Case& c : cases) {
     SessionRecord r = good;

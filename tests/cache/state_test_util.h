@@ -72,13 +72,22 @@ inline SessionRecord FullRecord(const SessionId& id, std::vector<DiskBlock> bloc
   r.created_unix_us = 1700000000000000;
   r.last_used_unix_us = 1700000123456789;
   r.ttl_us = 3600000000;
-  r.compaction_log = {{1700000100000000, "drop-middle", {{4, 8}}, {{8, 12}, {12, 13}}, -4, 1}};
-  r.compaction = CompactionOptions{.policy = CompactionPolicy::kWindow,
+  r.compaction_log = {{1700000100000000,
+                       "drop-middle",
+                       {{4, 8}},
+                       {{8, 12}, {12, 13}},
+                       -4,
+                       1,
+                       "the user greeted the assistant \xe2\x9c\x93"}};
+  r.compaction = CompactionOptions{.policy = CompactionPolicy::kSummarize,
                                    .sink_tokens = 8,
                                    .trigger_fraction = 0.75,
                                    .trigger_tokens = 300,
                                    .max_session_bytes = 1 << 20,
-                                   .target_fraction = 0.25};
+                                   .target_fraction = 0.25,
+                                   .observe_tokens = 48,
+                                   .summary_prompt = "Summarize, briefly.",
+                                   .summary_max_tokens = 100};
   for (size_t i = 0; i < blocks.size(); ++i) {
     if (i % 2 == 0) blocks[i].hash = {0x1111 * (i + 1), 0x2222 * (i + 1)};
   }

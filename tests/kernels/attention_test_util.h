@@ -198,41 +198,53 @@ class AttnFixture {
     return p;
   }
 
+  // Row r's softmax weights for head h in double over the contiguous K copies: w[j] for
+  // every position j of its sequence (0 where it does not attend).
+  std::vector<double> DirectWeights(int r, int h) const {
+    const int hd = c_.head_dim;
+    const int group = c_.n_heads / c_.n_kv_heads;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(static_cast<float>(hd)));
+    size_t s = 0;
+    while (r >= q_start_[s + 1]) ++s;
+    const int kv_len = c_.seqs[s].kv_len;
+    const int pos = positions_[r];
+    const float* kc = k_[s].data() + static_cast<size_t>(h / group) * kv_len * hd;
+    auto attends = [&](int j) {
+      return j <= pos && !(c_.sliding_window > 0 && pos - j >= c_.sliding_window);
+    };
+    std::vector<double> w(kv_len, 0.0);
+    double mx = -1e300;
+    for (int j = 0; j < kv_len; ++j) {
+      if (!attends(j)) continue;
+      double dot = 0;
+      for (int d = 0; d < hd; ++d) dot += double{q_[r * ldq_ + h * hd + d]} * kc[j * hd + d];
+      w[j] = dot * scale;
+      mx = std::max(mx, w[j]);
+    }
+    double sum = 0;
+    for (int j = 0; j < kv_len; ++j) {
+      w[j] = attends(j) ? std::exp(w[j] - mx) : 0.0;
+      sum += w[j];
+    }
+    for (double& x : w) x /= sum;
+    return w;
+  }
+
   // Direct attention in double over the contiguous K/V copies: out[r][h][d].
   std::vector<double> Direct() const {
     const int hd = c_.head_dim;
     const int group = c_.n_heads / c_.n_kv_heads;
-    const double scale = 1.0 / std::sqrt(static_cast<double>(static_cast<float>(hd)));
     std::vector<double> out(static_cast<size_t>(rows_) * c_.n_heads * hd);
     for (size_t s = 0; s < c_.seqs.size(); ++s) {
       const int kv_len = c_.seqs[s].kv_len;
       for (int r = q_start_[s]; r < q_start_[s + 1]; ++r) {
-        const int pos = positions_[r];
         for (int h = 0; h < c_.n_heads; ++h) {
-          const float* kc = k_[s].data() + static_cast<size_t>(h / group) * kv_len * hd;
           const float* vc = v_[s].data() + static_cast<size_t>(h / group) * kv_len * hd;
-          std::vector<double> w(kv_len, 0.0);
-          double mx = -1e300;
-          for (int j = 0; j <= pos && j < kv_len; ++j) {
-            if (c_.sliding_window > 0 && pos - j >= c_.sliding_window) continue;
-            double dot = 0;
-            for (int d = 0; d < hd; ++d) dot += double{q_[r * ldq_ + h * hd + d]} * kc[j * hd + d];
-            w[j] = dot * scale;
-            mx = std::max(mx, w[j]);
-          }
-          double sum = 0;
-          for (int j = 0; j <= pos && j < kv_len; ++j) {
-            if (c_.sliding_window > 0 && pos - j >= c_.sliding_window) {
-              w[j] = 0;
-              continue;
-            }
-            w[j] = std::exp(w[j] - mx);
-            sum += w[j];
-          }
+          const std::vector<double> w = DirectWeights(r, h);
           for (int d = 0; d < hd; ++d) {
             double acc = 0;
-            for (int j = 0; j <= pos && j < kv_len; ++j) acc += w[j] * vc[j * hd + d];
-            out[(static_cast<size_t>(r) * c_.n_heads + h) * hd + d] = acc / sum;
+            for (int j = 0; j < kv_len; ++j) acc += w[j] * vc[j * hd + d];
+            out[(static_cast<size_t>(r) * c_.n_heads + h) * hd + d] = acc;
           }
         }
       }
