@@ -138,26 +138,24 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
   return absl::OkStatus();
 }
 
-bool Engine::Impl::CompactForTurn(Seq& seq) {
-  if (seq.compact_keep == 0 || seq.session == nullptr) return true;
+absl::Status Engine::Impl::CompactForTurn(Seq& seq) {
+  if (seq.compact_keep == 0 || seq.session == nullptr) return absl::OkStatus();
   SessionState* s = seq.session;
   auto done = CompactSession(s, CompactionFor(*s, &seq.params), seq.compact_keep,
                              seq.rollback_tokens, static_cast<int64_t>(seq.rollback_turns));
-  if (!done.ok() && absl::IsResourceExhausted(done.status())) return false;
-  // Any other error cannot happen for a planned keep; the turn then runs uncompacted and
-  // fails on the context length rather than here.
+  if (!done.ok()) return done.status();
   seq.compact_keep = 0;
-  if (done.ok()) {
-    seq.rollback_tokens -= done->removed;
-    seq.n_prompt -= done->removed;
-    seq.result.usage.compacted_tokens += done->compacted;
-  }
-  return true;
+  seq.rollback_tokens -= done->removed;
+  seq.n_prompt -= done->removed;
+  seq.result.usage.compacted_tokens += done->compacted;
+  return absl::OkStatus();
 }
 
-absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::CompactSession(
-    SessionState* s, const CompactionOptions& o, int64_t keep, int64_t protect_from,
-    int64_t turns_seen) {
+absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::CompactSession(SessionState* s,
+                                                                     const CompactionOptions& o,
+                                                                     int64_t keep,
+                                                                     int64_t protect_from,
+                                                                     int64_t turns_seen) {
   KvSequence& kv = s->kv;
   const int64_t n = static_cast<int64_t>(kv.tokens.size());
   std::vector<TokenRange> dropped;
@@ -257,14 +255,12 @@ absl::StatusOr<std::vector<TokenRange>> Engine::Impl::ScoreRanges(SessionState* 
         absl::StrCat("no free KV blocks for the score probe of session ", s->id.ToString()));
   }
   std::vector<float> mass(static_cast<size_t>(n), 0.0f);
-  const SeqBatchEntry entry = {
-      .tokens = std::span<const TokenId>(kv.tokens).subspan(static_cast<size_t>(p0),
-                                                            static_cast<size_t>(n_kv - p0)),
-      .start_pos = static_cast<int32_t>(p0),
-      .table = &probe,
-      .logits = LogitRows::kNone};
-  const absl::Status st =
-      forward->ObserveAttention(pool->view(), entry, n_kv - observe - p0, mass);
+  const SeqBatchEntry entry = {.tokens = std::span<const TokenId>(kv.tokens).subspan(
+                                   static_cast<size_t>(p0), static_cast<size_t>(n_kv - p0)),
+                               .start_pos = static_cast<int32_t>(p0),
+                               .table = &probe,
+                               .logits = LogitRows::kNone};
+  const absl::Status st = forward->ObserveAttention(pool->view(), entry, n_kv - observe - p0, mass);
   probe.Release(*pool);
   if (!st.ok()) return st;
   stats.tokens_computed += n_kv - p0;
@@ -354,15 +350,16 @@ int64_t Engine::Impl::SummaryHead(const SessionState& s, const CompactionOptions
   if (tmpl.family() == ChatTemplateFamily::kUnknown || s.messages.empty()) {
     return std::min(o.sink_tokens, n);
   }
-  return s.messages.front().role == "system" && s.turns.size() > 1 &&
-                 s.turns[1].message_start == 1
+  return s.messages.front().role == "system" && s.turns.size() > 1 && s.turns[1].message_start == 1
              ? s.turns[1].token_start
              : 0;
 }
 
-absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(
-    SessionState* s, const CompactionOptions& o, int64_t keep, int64_t protect_from,
-    int64_t turns_seen) {
+absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(SessionState* s,
+                                                                       const CompactionOptions& o,
+                                                                       int64_t keep,
+                                                                       int64_t protect_from,
+                                                                       int64_t turns_seen) {
   KvSequence& kv = s->kv;
   const int64_t n = static_cast<int64_t>(kv.tokens.size());
   const int64_t head = SummaryHead(*s, o);
@@ -375,21 +372,50 @@ absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(
         "keeping ", keep, " of ", n, " tokens leaves no room to summarize: the head (", head,
         " tokens), up to ", room, " tokens of summary and the new turn must fit"));
   }
+  // The model reads the history up to the cut and the instruction, and writes after them:
+  // the cut leaves room in the context for the whole summary if it can, else for some.
+  const std::vector<TokenId> ask = SummaryInstruction(*s, o);
+  const auto ask_n = static_cast<int64_t>(ask.size());
+  int64_t last = std::min(protect_from, ctx - ask_n - o.summary_max_tokens);
+  if (last < bound) last = std::min(protect_from, ctx - ask_n - 1);
+  if (last < bound) {
+    return absl::InvalidArgumentError(absl::StrCat("no room in the context to summarize ", bound,
+                                                   " tokens (the instruction takes ", ask_n,
+                                                   ", context length ", ctx, ")"));
+  }
   int64_t cut = bound;
   for (const cache::SessionTurn& t : s->turns) {
-    if (t.token_start >= bound && t.token_start <= protect_from) {
+    if (t.token_start >= bound && t.token_start <= last) {
       cut = t.token_start;
       break;
     }
   }
-  absl::StatusOr<std::string> summary = WriteSummary(*s, o, cut);
-  if (!summary.ok()) return summary.status();
-  const std::vector<TokenId> framed = FrameSummary(*s, *summary);
+  absl::StatusOr<std::vector<TokenId>> ids = WriteSummary(*s, ask, o, cut);
+  if (!ids.ok()) return ids.status();
+  // Its text (UTF-8-safe, as replies are), framed; the framing tokenizes the text anew, so
+  // the summary's last tokens are given up while it takes more than its room.
+  std::string summary;
+  std::vector<TokenId> framed;
+  for (;;) {
+    StreamingDetokenizer detok(
+        *tokenizer, DecodeOptions{.render_special = false, .strip_leading_space = false});
+    summary.clear();
+    for (TokenId id : *ids) summary += detok.Push(id);
+    summary += detok.Flush();
+    summary = std::string(absl::StripAsciiWhitespace(summary));
+    framed = FrameSummary(*s, summary);
+    const auto over = static_cast<int64_t>(framed.size()) - room;
+    if (over <= 0) break;
+    if (ids->empty()) {
+      return absl::InternalError(absl::StrCat("the summary's framing alone takes ", framed.size(),
+                                              " tokens, more than ", room));
+    }
+    ids->resize(ids->size() - std::min<size_t>(ids->size(), static_cast<size_t>(over)));
+  }
   // The rebuilt history: head + summary + the turns after the cut, whose KV is computed
   // again after the summary (by the next turn's prefill).
   const int64_t kept = kv.table.Truncate(*pool, std::min(kv.table.n_tokens(), head));
-  kv.chain.resize(
-      std::min<size_t>(kv.chain.size(), static_cast<size_t>(kept / opts.block_tokens)));
+  kv.chain.resize(std::min<size_t>(kv.chain.size(), static_cast<size_t>(kept / opts.block_tokens)));
   kv.tokens.erase(kv.tokens.begin() + head, kv.tokens.begin() + cut);
   kv.tokens.insert(kv.tokens.begin() + head, framed.begin(), framed.end());
   const TokenRange summarized = {head, cut};
@@ -401,32 +427,35 @@ absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(
                     .summarized = {summarized},
                     .position_shift = f - summarized.size(),
                     .turns = turns_seen,
-                    .summary = *std::move(summary)});
+                    .summary = std::move(summary)});
   return Compacted{.removed = summarized.size() - f, .compacted = summarized.size()};
 }
 
-absl::StatusOr<std::string> Engine::Impl::WriteSummary(const SessionState& s,
-                                                       const CompactionOptions& o, int64_t cut) {
-  const KvSequence& kv = s.kv;
-  const int64_t bt = opts.block_tokens;
-  // The history up to the cut, then the instruction: a user message for a chat session.
-  std::vector<TokenId> tokens(kv.tokens.begin(), kv.tokens.begin() + cut);
-  std::vector<TokenId> ask;
+std::vector<TokenId> Engine::Impl::SummaryInstruction(const SessionState& s,
+                                                      const CompactionOptions& o) const {
+  // A user message for a chat session, plain text otherwise.
   if (tmpl.family() != ChatTemplateFamily::kUnknown && !s.messages.empty()) {
     const ChatMessage m = {.role = "user", .content = o.summary_prompt};
     auto ids = RenderTurn(&s, std::span(&m, 1), /*add_generation_prompt=*/true);
-    if (ids.ok()) ask = *std::move(ids);
+    if (ids.ok()) return *std::move(ids);
   }
-  if (ask.empty()) {
-    ask = tokenizer->Encode(absl::StrCat("\n\n", o.summary_prompt, "\n"),
-                            EncodeOptions{.add_bos = false, .parse_special = false});
-  }
+  return tokenizer->Encode(absl::StrCat("\n\n", o.summary_prompt, "\n"),
+                           EncodeOptions{.add_bos = false, .parse_special = false});
+}
+
+absl::StatusOr<std::vector<TokenId>> Engine::Impl::WriteSummary(const SessionState& s,
+                                                                std::span<const TokenId> ask,
+                                                                const CompactionOptions& o,
+                                                                int64_t cut) {
+  const KvSequence& kv = s.kv;
+  const int64_t bt = opts.block_tokens;
+  std::vector<TokenId> tokens(kv.tokens.begin(), kv.tokens.begin() + cut);
   tokens.insert(tokens.end(), ask.begin(), ask.end());
   const int64_t max_new = std::min(o.summary_max_tokens, ctx - static_cast<int64_t>(tokens.size()));
   if (max_new < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "no room in the context to write a summary of ", cut, " tokens (", tokens.size(),
-        " with the instruction, context length ", ctx, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("no room in the context to write a summary of ", cut, " tokens (",
+                     tokens.size(), " with the instruction, context length ", ctx, ")"));
   }
   // The session's whole blocks before the cut are shared; the rest is computed in a scratch
   // table, then the summary is decoded greedily until an end-of-generation token.
@@ -468,13 +497,12 @@ absl::StatusOr<std::string> Engine::Impl::WriteSummary(const SessionState& s,
   t.Release(*pool);
   if (!st.ok()) return st;
   stats.tokens_generated += static_cast<int64_t>(out.size());
-  return std::string(absl::StripAsciiWhitespace(tokenizer->Decode(out)));
+  return out;
 }
 
 std::vector<TokenId> Engine::Impl::FrameSummary(const SessionState& s,
                                                 std::string_view summary) const {
-  const std::string text =
-      absl::StrCat("Summary of the earlier conversation: ", AsAbsl(summary));
+  const std::string text = absl::StrCat("Summary of the earlier conversation: ", AsAbsl(summary));
   if (tmpl.family() != ChatTemplateFamily::kUnknown && !s.messages.empty()) {
     // A system message where the template takes one there, else a user message.
     for (const char* role : {"system", "user"}) {
@@ -503,34 +531,33 @@ absl::StatusOr<SessionInfo> Engine::Compact(std::string_view tenant, std::string
               absl::StrCat("session ", AsAbsl(session_id), " has a turn in flight")));
           return;
         }
-        m.WhenReady(
-            *s, Impl::Need::kResident,
-            [&m, s = *s, policy, keep_tokens, session_id = std::string(session_id),
-             reply = std::move(reply)](absl::Status ready) mutable {
-              if (!ready.ok()) {
-                reply(ready);
-                return;
-              }
-              if (m.Busy(s->id)) {
-                reply(absl::FailedPreconditionError(
-                    absl::StrCat("session ", session_id, " has a turn in flight")));
-                return;
-              }
-              cache::CompactionOptions o = m.CompactionFor(*s, nullptr);
-              if (policy) o.policy = *policy;
-              const int64_t n = static_cast<int64_t>(s->kv.tokens.size());
-              const int64_t keep = keep_tokens.value_or(
-                  static_cast<int64_t>(std::floor(o.target_fraction * static_cast<double>(n))));
-              auto compacted =
-                  m.CompactSession(s, o, keep, n, static_cast<int64_t>(s->turns.size()));
-              if (!compacted.ok()) {
-                reply(compacted.status());
-                return;
-              }
-              s->last_used = m.Now();
-              m.MaybeWrite(s, /*force=*/false);
-              reply(m.Info(*s));
-            });
+        m.WhenReady(*s, Impl::Need::kResident,
+                    [&m, s = *s, policy, keep_tokens, session_id = std::string(session_id),
+                     reply = std::move(reply)](absl::Status ready) mutable {
+                      if (!ready.ok()) {
+                        reply(ready);
+                        return;
+                      }
+                      if (m.Busy(s->id)) {
+                        reply(absl::FailedPreconditionError(
+                            absl::StrCat("session ", session_id, " has a turn in flight")));
+                        return;
+                      }
+                      cache::CompactionOptions o = m.CompactionFor(*s, nullptr);
+                      if (policy) o.policy = *policy;
+                      const int64_t n = static_cast<int64_t>(s->kv.tokens.size());
+                      const int64_t keep = keep_tokens.value_or(static_cast<int64_t>(
+                          std::floor(o.target_fraction * static_cast<double>(n))));
+                      auto compacted =
+                          m.CompactSession(s, o, keep, n, static_cast<int64_t>(s->turns.size()));
+                      if (!compacted.ok()) {
+                        reply(compacted.status());
+                        return;
+                      }
+                      s->last_used = m.Now();
+                      m.MaybeWrite(s, /*force=*/false);
+                      reply(m.Info(*s));
+                    });
       });
   if (!done.ok()) return done;
   return SyncedInfo(tenant, session_id);

@@ -533,11 +533,15 @@ void Engine::Impl::Preempt(Seq* raw) {
   Enqueue(std::move(seq));
 }
 
-// Attaches the cached prefix and checks that the pool has room for the rest of the known
-// history (the blocks are taken chunk by chunk, PlanChunk); false (and nothing held beyond
-// what it held before) when it has not.
+// Runs the turn's planned compaction, attaches the cached prefix and checks that the pool
+// has room for the rest of the known history (the blocks are taken chunk by chunk,
+// PlanChunk); false (and nothing held beyond what it held before) when it has not, or when
+// the compaction failed for good (seq.refused says why).
 bool Engine::Impl::Admit(Seq& seq) {
-  if (!CompactForTurn(seq)) return false;
+  if (absl::Status st = CompactForTurn(seq); !st.ok()) {
+    if (!absl::IsResourceExhausted(st)) seq.refused = std::move(st);
+    return false;
+  }
   KvSequence& kv = seq.kv();
   const int64_t bt = opts.block_tokens;
   const int64_t before = kv.table.n_tokens();
@@ -640,6 +644,10 @@ void Engine::Impl::Step() {
   while (!waiting.empty() && budget > 0 && static_cast<int64_t>(running.size()) < opts.max_seqs) {
     Seq* seq = waiting.front().get();
     if (!Admit(*seq)) {
+      if (!seq->refused.ok()) {
+        Finish(seq, seq->refused);
+        continue;
+      }
       // Idle sessions' KV can make room: demote some (the request waits for the moves).
       const int64_t n_tok = static_cast<int64_t>(seq->kv().tokens.size());
       const int64_t need = (n_tok + opts.block_tokens - 1) / opts.block_tokens -

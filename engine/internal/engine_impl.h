@@ -117,6 +117,8 @@ struct Seq {
   // then on the device tier); 0: no compaction (PlanTurnCompaction).
   int64_t compact_keep = 0;
   bool admitted_once = false;
+  // Why it can never be admitted (a planned compaction that failed); OK otherwise.
+  absl::Status refused;
   bool running = false;
   Sampler sampler;
   StopChecker stopper;
@@ -273,8 +275,7 @@ struct Engine::Impl {
   // `protect_from` on; logs it with `turns_seen` as the rewind floor. On an error nothing
   // changed (ResourceExhausted: no free KV blocks for the work, try again later).
   absl::StatusOr<Compacted> CompactSession(SessionState* s, const cache::CompactionOptions& o,
-                                           int64_t keep, int64_t protect_from,
-                                           int64_t turns_seen);
+                                           int64_t keep, int64_t protect_from, int64_t turns_seen);
   // Appends `record` to the session's log (stats, durable copy, change mark).
   void LogCompaction(SessionState* s, cache::CompactionRecord record);
   // The score policy's dropped ranges: the session's KV probed by an observation window.
@@ -289,10 +290,16 @@ struct Engine::Impl {
   absl::StatusOr<Compacted> SummarizeSession(SessionState* s, const cache::CompactionOptions& o,
                                              int64_t keep, int64_t protect_from,
                                              int64_t turns_seen);
-  // The model's summary (greedy, at most summary_max_tokens) of the history before `cut`,
+  // The model's summary (greedy ids, at most summary_max_tokens) of the history before `cut`
+  // followed by the instruction `ask`,
   // written on the loop in a scratch block table that shares the session's whole blocks.
-  absl::StatusOr<std::string> WriteSummary(const SessionState& s,
-                                           const cache::CompactionOptions& o, int64_t cut);
+  absl::StatusOr<std::vector<TokenId>> WriteSummary(const SessionState& s,
+                                                    std::span<const TokenId> ask,
+                                                    const cache::CompactionOptions& o, int64_t cut);
+  // The instruction the summary is written after (`ask` above): the summary prompt as a
+  // user message of a chat session, plain text otherwise.
+  std::vector<TokenId> SummaryInstruction(const SessionState& s,
+                                          const cache::CompactionOptions& o) const;
   // The tokens the summary is inserted as: a system (or user) message of a chat session,
   // plain text otherwise.
   std::vector<TokenId> FrameSummary(const SessionState& s, std::string_view summary) const;
@@ -304,9 +311,9 @@ struct Engine::Impl {
   static constexpr int64_t kLagTokens = 8;
   // Tokens the framing of a summary may add to it (role markers, "Summary of ...").
   static constexpr int64_t kSummaryFramingTokens = 32;
-  // Runs the compaction PlanTurnCompaction planned for `seq`, once; false when it must wait
-  // for free blocks.
-  bool CompactForTurn(Seq& seq);
+  // Runs the compaction PlanTurnCompaction planned for `seq`, once. ResourceExhausted: it
+  // must wait for free blocks; any other error ends the turn.
+  absl::Status CompactForTurn(Seq& seq);
   void Enqueue(std::unique_ptr<Seq> seq);
   void StartNextTurn(const SessionId& id);
   void Finish(Seq* seq, absl::Status status);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -135,6 +136,37 @@ inline std::vector<float> Row(const std::string& kv, const kernels::KvLayout& la
                       lay.ElemOffset(layer, is_v, h, static_cast<int>(p % lay.block_tokens));
   std::vector<float> out(static_cast<size_t>(lay.head_dim));
   for (int d = 0; d < lay.head_dim; ++d) out[static_cast<size_t>(d)] = kernels::F16ToF32(elems[d]);
+  return out;
+}
+
+// Two sessions' KV (SessionKvBytes) over their first n tokens, layer 0 — whose keys depend
+// only on the token and its position — and every layer's first `sinks` keys: the largest
+// |a - b| of a key relative to its row's largest element, and the rows whose values or sink
+// keys differ in any bit.
+struct KvAgreement {
+  double worst_key = 0.0;
+  int64_t value_mismatches = 0;
+  int64_t sink_mismatches = 0;
+};
+inline KvAgreement CompareLayerZero(const std::string& a, const std::string& b,
+                                    const kernels::KvLayout& lay, int64_t n, int64_t sinks) {
+  KvAgreement out;
+  for (int64_t p = 0; p < n; ++p) {
+    for (int h = 0; h < lay.n_kv_heads; ++h) {
+      const std::vector<float> ka = Row(a, lay, 0, 0, h, p);
+      const std::vector<float> kb = Row(b, lay, 0, 0, h, p);
+      float scale = 0.0f;
+      for (float x : kb) scale = std::max(scale, std::fabs(x));
+      for (int d = 0; d < lay.head_dim; ++d) {
+        out.worst_key =
+            std::max(out.worst_key, static_cast<double>(std::fabs(ka[d] - kb[d]) / scale));
+      }
+      out.value_mismatches += Row(a, lay, 0, 1, h, p) != Row(b, lay, 0, 1, h, p);
+      for (int layer = 0; p < sinks && layer < lay.n_layers; ++layer) {
+        out.sink_mismatches += Row(a, lay, layer, 0, h, p) != Row(b, lay, layer, 0, h, p);
+      }
+    }
+  }
   return out;
 }
 
