@@ -124,7 +124,8 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
   if (!trigger) return absl::OkStatus();
   // The turn itself and what the policy always keeps must fit with the reply: the sinks and
   // a recent token; for score, its observation window from a block boundary and the tokens
-  // whose KV lags (a few, after a reply); for summarize, the head and the summary's room.
+  // whose KV lags (a few, after a reply) — the window is the turn's end when the turn is
+  // longer; for summarize, the head and the summary's room.
   int64_t floor_keep = o.sink_tokens + 1 + n_delta;
   if (o.policy == CompactionPolicy::kScore) {
     floor_keep = o.sink_tokens + n_delta + o.observe_tokens + opts.block_tokens + kLagTokens;
@@ -232,38 +233,41 @@ absl::StatusOr<std::vector<TokenRange>> Engine::Impl::ScoreRanges(SessionState* 
   const int64_t bt = opts.block_tokens;
   const int64_t n = static_cast<int64_t>(kv.tokens.size());
   const int64_t n_kv = kv.table.n_tokens();
-  // The probe recomputes the tokens from p0 (a block boundary) on in fresh blocks, so that
-  // the queries of the last `observe` of them score every token before.
-  const int64_t observe = std::min(o.observe_tokens, n_kv);
-  const int64_t p0 = (n_kv - observe) / bt * bt;
+  // The observation window is the last `observe` tokens of the history — at a turn's
+  // compaction, the end of the new turn, whose KV is not computed yet (SnapKV: the question
+  // picks what to keep). The probe computes the tokens from p0 (a block boundary within the
+  // KV) to the end in fresh blocks, so that the window's queries score every token before.
+  const int64_t end = std::min(n, ctx);
+  const int64_t observe = std::min(o.observe_tokens, end);
+  const int64_t p0 = std::min((end - observe) / bt, n_kv / bt) * bt;
   const int64_t sinks = std::min(o.sink_tokens, p0);
   const int64_t recent = n - p0;
   if (observe == 0 || sinks + recent > keep) {
     return absl::InvalidArgumentError(absl::StrCat(
         "keeping ", keep, " of ", n, " tokens leaves no room to choose: the score policy keeps ",
         sinks, " sink tokens and the last ", recent, " (its observation window of ", observe,
-        " with the tokens whose KV is not computed yet)"));
+        " from a block boundary, and the tokens whose KV is not computed yet)"));
   }
   cache::BlockTable probe;
   for (int64_t i = 0; i < p0 / bt; ++i) {
     pool->Retain(kv.table.blocks()[static_cast<size_t>(i)]);
     probe.AppendShared(*pool, kv.table.blocks()[static_cast<size_t>(i)]);
   }
-  if (!probe.Reserve(*pool, n_kv)) {
+  if (!probe.Reserve(*pool, end)) {
     probe.Release(*pool);
     return absl::ResourceExhaustedError(
         absl::StrCat("no free KV blocks for the score probe of session ", s->id.ToString()));
   }
   std::vector<float> mass(static_cast<size_t>(n), 0.0f);
   const SeqBatchEntry entry = {.tokens = std::span<const TokenId>(kv.tokens).subspan(
-                                   static_cast<size_t>(p0), static_cast<size_t>(n_kv - p0)),
+                                   static_cast<size_t>(p0), static_cast<size_t>(end - p0)),
                                .start_pos = static_cast<int32_t>(p0),
                                .table = &probe,
                                .logits = LogitRows::kNone};
-  const absl::Status st = forward->ObserveAttention(pool->view(), entry, n_kv - observe - p0, mass);
+  const absl::Status st = forward->ObserveAttention(pool->view(), entry, end - observe - p0, mass);
   probe.Release(*pool);
   if (!st.ok()) return st;
-  stats.tokens_computed += n_kv - p0;
+  stats.tokens_computed += end - p0;
   return cache::ScoreCut(mass, sinks, recent, keep);
 }
 

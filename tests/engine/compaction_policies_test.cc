@@ -118,6 +118,35 @@ TEST(CompactionPolicies, ScoreDropsWhatTheWindowAttendsLeastAndReRotatesEveryKey
   EXPECT_EQ(Info(*e, "t", direct).n_tokens, 70);
 }
 
+// At a turn's compaction the observation window is the end of the new turn (its KV not
+// computed yet): the question picks what is kept, as in SnapKV.
+TEST(CompactionPolicies, ScoreAtATurnObservesTheNewTurn) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto e = MakeEngine(*model);
+  const std::vector<TokenId> all = testing::SomeTokens(240, kTestModelVocabSize, 41);
+  const std::string id = SessionWith(*e, std::vector<TokenId>(all.begin(), all.begin() + 200));
+  TurnParams p = TokenTurn(std::vector<TokenId>(all.begin() + 200, all.end()), 2);
+  p.compaction = CompactionOptions{.policy = CompactionPolicy::kScore,
+                                   .sink_tokens = 4,
+                                   .trigger_tokens = 100,
+                                   .target_fraction = 0.5,
+                                   .observe_tokens = 32};
+  const TurnResult r = Await(e->Continue("t", id, p));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  // keep: the policy's floor, 4 sinks + 40 new + 32 observed + a block + 8 lagging = 100;
+  // the probe starts at the KV's last block boundary (192) and observes tokens 208..239.
+  const SessionInfo info = Info(*e, "t", id);
+  ASSERT_EQ(info.compaction_log.size(), 1u);
+  auto want = cache::ScoreCut(ProbeMass(*model, all, 32), 4, 240 - 192, 100);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_EQ(info.compaction_log[0].dropped, *want);
+  EXPECT_EQ(r.usage.compacted_tokens, 140);
+  std::vector<TokenId> kept = Without(all, *want);
+  kept.insert(kept.end(), r.ids.begin(), r.ids.end());
+  EXPECT_EQ(Tokens(*e, "t", id), kept);
+  EXPECT_TRUE(e->CheckInvariants().ok());
+}
+
 // Summarize on a raw-token session: the sinks stay, the oldest tokens up to the cut become
 // the framed summary — the model's greedy continuation of them after the instruction, as a
 // stateless request computes it — and the recent tokens follow; their KV is computed again
