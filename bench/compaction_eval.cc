@@ -2,20 +2,22 @@
 //
 //   perplexity  a C-token context of long English text, then M held-back tokens scored by
 //               teacher forcing (TurnParams::prompt_logprobs): with the full KV; compacted by
-//               the window policy to a budget of b*C tokens; and a "recent" baseline that
-//               recomputes only the last b*C tokens (what a stateless client that drops old
-//               messages pays for). Mean negative log-likelihood per token and perplexity,
-//               summed over --samples windows spread through the text.
+//               each policy to a budget of b*C tokens (before the scored text arrives, so
+//               the score policy observes the context's end, not the text it is scored on);
+//               and a "recent" baseline that recomputes only the last b*C tokens (what a
+//               stateless client that drops old messages pays for). Mean negative
+//               log-likelihood per token and perplexity over --samples windows of the text.
 //   retrieval   "The secret number is NNNN." stated early (after a short lead-in) or late in
 //               a context of ~0.9*C tokens, then asked for; correct when the greedy reply
-//               contains the number. Full KV against the window policy at each budget.
+//               contains the number. Full KV against each policy at each budget, the
+//               compaction run by the question's turn (as a session would).
 //   long        one session fed --long-factor times the context in turns of --turn-tokens
-//               (each with a short reply) under the window policy (and under none, which
-//               refuses once the context is full): time per turn, KV bytes held, compactions.
+//               (each with a short reply) under each policy (and under none, which refuses
+//               once the context is full): time per turn, KV bytes held, compactions.
 //
 // Usage: mnemo_compaction_eval [--model=PATH] [--text=PATH] [--context=N] [--eval-tokens=N]
-//   [--samples=N] [--budgets=0.25,0.5] [--trials=N] [--long-factor=N] [--turn-tokens=N]
-//   [--threads=N] [--json] [--quick]
+//   [--samples=N] [--budgets=0.25,0.5] [--policies=window,score,summarize] [--trials=N]
+//   [--long-factor=N] [--turn-tokens=N] [--threads=N] [--json] [--quick]
 // --text: plain English text (default: the King James Bible's Genesis as `bible` from the
 // Debian packages bible-kjv and bible-kjv-text prints it; tools/setup.sh installs them).
 // --context: tokens of context (default: the model's context length - eval tokens). --quick:
@@ -63,6 +65,9 @@ struct Flags {
   int eval_tokens = 256;
   int samples = 3;
   std::vector<double> budgets = {0.25, 0.5};
+  std::vector<cache::CompactionPolicy> policies = {cache::CompactionPolicy::kWindow,
+                                                   cache::CompactionPolicy::kScore,
+                                                   cache::CompactionPolicy::kSummarize};
   int trials = 4;
   int long_factor = 4;
   int turn_tokens = 256;
@@ -73,8 +78,8 @@ struct Flags {
 
 constexpr char kUsage[] =
     "usage: mnemo_compaction_eval [--model=PATH] [--text=PATH] [--context=N] [--eval-tokens=N]\n"
-    "  [--samples=N] [--budgets=0.25,0.5] [--trials=N] [--long-factor=N] [--turn-tokens=N]\n"
-    "  [--threads=N] [--json] [--quick]\n";
+    "  [--samples=N] [--budgets=0.25,0.5] [--policies=window,score,summarize] [--trials=N]\n"
+    "  [--long-factor=N] [--turn-tokens=N] [--threads=N] [--json] [--quick]\n";
 
 void Progress(const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); }
 
@@ -113,6 +118,16 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
               absl::StrCat("bad budget \"", part, "\" in ", a, " (want fractions in (0, 1))"));
         }
         f.budgets.push_back(b);
+      }
+    } else if (name == "--policies" && eq != std::string::npos) {
+      f.policies.clear();
+      for (const std::string& part : std::vector<std::string>(absl::StrSplit(value, ','))) {
+        auto p = cache::ParseCompactionPolicy(part);
+        if (!p.ok() || *p == cache::CompactionPolicy::kNone) {
+          return absl::InvalidArgumentError(absl::StrCat("bad policy \"", part, "\" in ", a,
+                                                         " (want window, score or summarize)"));
+        }
+        f.policies.push_back(*p);
       }
     } else if (name == "--context" && numeric) {
       f.context = v;
@@ -205,6 +220,20 @@ absl::Status Score(Engine& e, const std::string& id, const std::vector<TokenId>&
   return absl::OkStatus();
 }
 
+std::string PolicyLabel(cache::CompactionPolicy p) {
+  switch (p) {
+    case cache::CompactionPolicy::kWindow:
+      return "window (4 sinks)";
+    case cache::CompactionPolicy::kScore:
+      return "score (32 observed)";
+    case cache::CompactionPolicy::kSummarize:
+      return "summarize (summary + recent, recomputed)";
+    case cache::CompactionPolicy::kNone:
+      break;
+  }
+  return "none";
+}
+
 absl::StatusOr<json> Perplexity(Engine& e, const Flags& f, const std::vector<TokenId>& text,
                                 int64_t C) {
   const int64_t M = f.eval_tokens;
@@ -214,7 +243,9 @@ absl::StatusOr<json> Perplexity(Engine& e, const Flags& f, const std::vector<Tok
         absl::StrCat("the text has ", text.size(), " tokens; ", span, " are needed"));
   }
   Nll full;
-  std::vector<Nll> window(f.budgets.size()), recent(f.budgets.size());
+  // compacted[i][k]: budget i, policy k.
+  std::vector<std::vector<Nll>> compacted(f.budgets.size(), std::vector<Nll>(f.policies.size()));
+  std::vector<Nll> recent(f.budgets.size());
   for (int s = 0; s < f.samples; ++s) {
     const int64_t at =
         f.samples == 1 ? 0 : (static_cast<int64_t>(text.size()) - span) * s / (f.samples - 1);
@@ -230,12 +261,14 @@ absl::StatusOr<json> Perplexity(Engine& e, const Flags& f, const std::vector<Tok
     for (size_t i = 0; i < f.budgets.size(); ++i) {
       const int64_t keep =
           static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
-      auto w = e.Fork("b", *base);
-      if (!w.ok()) return w.status();
-      auto c = e.Compact("b", w->id, cache::CompactionPolicy::kWindow, keep);
-      if (!c.ok()) return c.status();
-      if (absl::Status st = Score(e, w->id, eval, &window[i]); !st.ok()) return st;
-      (void)e.DeleteSession("b", w->id);
+      for (size_t k = 0; k < f.policies.size(); ++k) {
+        auto w = e.Fork("b", *base);
+        if (!w.ok()) return w.status();
+        auto c = e.Compact("b", w->id, f.policies[k], keep);
+        if (!c.ok()) return c.status();
+        if (absl::Status st = Score(e, w->id, eval, &compacted[i][k]); !st.ok()) return st;
+        (void)e.DeleteSession("b", w->id);
+      }
       auto r = SessionWith(e, std::vector<TokenId>(ctx.end() - keep, ctx.end()));
       if (!r.ok()) return r.status();
       if (absl::Status st = Score(e, *r, eval, &recent[i]); !st.ok()) return st;
@@ -244,39 +277,42 @@ absl::StatusOr<json> Perplexity(Engine& e, const Flags& f, const std::vector<Tok
     (void)e.DeleteSession("b", *base);
   }
   json rows = json::array();
-  rows.push_back({{"config", "full KV"},
-                  {"budget", 1.0},
-                  {"kv_tokens", C},
-                  {"nll", full.mean()},
-                  {"ppl", std::exp(full.mean())},
-                  {"tokens", full.n}});
+  const auto row = [&](const std::string& config, double budget, int64_t kv, const Nll& nll) {
+    rows.push_back({{"config", config},
+                    {"budget", budget},
+                    {"kv_tokens", kv},
+                    {"nll", nll.mean()},
+                    {"ppl", std::exp(nll.mean())},
+                    {"tokens", nll.n}});
+  };
+  row("full KV", 1.0, C, full);
   for (size_t i = 0; i < f.budgets.size(); ++i) {
     const int64_t keep = static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
-    for (const auto& [name, nll] :
-         {std::pair<const char*, const Nll&>{"window (4 sinks)", window[i]},
-          std::pair<const char*, const Nll&>{"recent only, recomputed", recent[i]}}) {
-      rows.push_back({{"config", name},
-                      {"budget", f.budgets[i]},
-                      {"kv_tokens", keep},
-                      {"nll", nll.mean()},
-                      {"ppl", std::exp(nll.mean())},
-                      {"tokens", nll.n}});
+    for (size_t k = 0; k < f.policies.size(); ++k) {
+      row(PolicyLabel(f.policies[k]), f.budgets[i], keep, compacted[i][k]);
     }
+    row("recent only, recomputed", f.budgets[i], keep, recent[i]);
   }
   return rows;
 }
 
-// Whether the greedy reply to the question, asked in a fork of session `base` (compacted to
-// `keep` tokens first when > 0), contains the number.
-absl::StatusOr<bool> AskNumber(Engine& e, const std::string& base, int64_t keep,
+// Whether the greedy reply to the question, asked in a fork of session `base`, contains the
+// number; with a policy, the question's turn compacts the history to `keep` tokens first.
+absl::StatusOr<bool> AskNumber(Engine& e, const std::string& base,
+                               std::optional<cache::CompactionPolicy> policy, int64_t keep,
                                const std::vector<TokenId>& question, const std::string& number) {
   auto fork = e.Fork("b", base);
   if (!fork.ok()) return fork.status();
-  if (keep > 0) {
-    auto c = e.Compact("b", fork->id, cache::CompactionPolicy::kWindow, keep);
-    if (!c.ok()) return c.status();
+  TurnParams p = Tokens(question, 8);
+  if (policy) {
+    // A token trigger just below the history, keeping `keep` of it.
+    p.compaction = e.options().compaction;
+    p.compaction->policy = *policy;
+    p.compaction->trigger_tokens = keep + 1;
+    p.compaction->target_fraction =
+        (static_cast<double>(keep) + 0.5) / static_cast<double>(keep + 1);
   }
-  auto r = Run(e, fork->id, Tokens(question, 8));
+  auto r = Run(e, fork->id, p);
   (void)e.DeleteSession("b", fork->id);
   if (!r.ok()) return r.status();
   return r->text.find(number) != std::string::npos;
@@ -293,7 +329,7 @@ absl::StatusOr<json> Retrieval(Engine& e, const Flags& f, const std::vector<Toke
   json out = json::array();
   for (const char* where : {"early", "late"}) {
     int full_ok = 0;
-    std::vector<int> window_ok(f.budgets.size(), 0);
+    std::vector<std::vector<int>> ok(f.budgets.size(), std::vector<int>(f.policies.size(), 0));
     for (int t = 0; t < f.trials; ++t) {
       const std::string number = absl::StrCat(1000 + (7919 * (t + 1)) % 9000);
       const std::vector<TokenId> fact =
@@ -306,21 +342,26 @@ absl::StatusOr<json> Retrieval(Engine& e, const Flags& f, const std::vector<Toke
       Progress(absl::StrCat("retrieval (", where, ") trial ", t + 1, "/", f.trials));
       auto base = SessionWith(e, ctx);
       if (!base.ok()) return base.status();
-      auto a = AskNumber(e, *base, 0, question, number);
+      auto a = AskNumber(e, *base, std::nullopt, 0, question, number);
       if (!a.ok()) return a.status();
       full_ok += *a;
       for (size_t i = 0; i < f.budgets.size(); ++i) {
         const int64_t keep =
             static_cast<int64_t>(std::llround(f.budgets[i] * static_cast<double>(C)));
-        auto w = AskNumber(e, *base, keep, question, number);
-        if (!w.ok()) return w.status();
-        window_ok[i] += *w;
+        for (size_t k = 0; k < f.policies.size(); ++k) {
+          auto w = AskNumber(e, *base, f.policies[k], keep, question, number);
+          if (!w.ok()) return w.status();
+          ok[i][k] += *w;
+        }
       }
       (void)e.DeleteSession("b", *base);
     }
     json row = {{"fact", where}, {"trials", f.trials}, {"full KV", full_ok}};
     for (size_t i = 0; i < f.budgets.size(); ++i) {
-      row[absl::StrCat("window ", f.budgets[i])] = window_ok[i];
+      for (size_t k = 0; k < f.policies.size(); ++k) {
+        row[absl::StrCat(AsAbsl(cache::CompactionPolicyName(f.policies[k])), " ", f.budgets[i])] =
+            ok[i][k];
+      }
     }
     out.push_back(row);
   }
@@ -333,7 +374,9 @@ absl::StatusOr<json> LongSession(Engine& e, const Flags& f, const std::vector<To
                                  cache::CompactionPolicy policy, int64_t C) {
   const int64_t total = f.long_factor * C;
   engine::SessionParams sp;
-  sp.compaction = cache::CompactionOptions{.policy = policy, .trigger_tokens = C};
+  sp.compaction = e.options().compaction;
+  sp.compaction->policy = policy;
+  sp.compaction->trigger_tokens = C;
   auto info = e.CreateSession("b", sp);
   if (!info.ok()) return info.status();
   std::vector<double> ms;
@@ -406,6 +449,7 @@ absl::Status RunEval(const Flags& f) {
   engine::EngineOptions o;
   o.threads = f.threads;
   o.kv_budget_bytes = uint64_t{2} << 30;
+  if (f.quick) o.compaction.summary_max_tokens = 32;  // room in --quick's small budgets
   auto e = Engine::Create(**model, o);
   if (!e.ok()) return e.status();
   const int64_t C = f.context > 0 ? f.context : (*e)->context_length() - f.eval_tokens;
@@ -437,8 +481,9 @@ absl::Status RunEval(const Flags& f) {
   j["retrieval"] = *ret;
   j["long"] = json::array();
   // (Policy none runs until the model's context is full: left out of --quick.)
-  for (auto p : {cache::CompactionPolicy::kWindow, cache::CompactionPolicy::kNone}) {
-    if (f.quick && p == cache::CompactionPolicy::kNone) continue;
+  std::vector<cache::CompactionPolicy> long_policies = f.policies;
+  if (!f.quick) long_policies.push_back(cache::CompactionPolicy::kNone);
+  for (auto p : long_policies) {
     Progress(absl::StrCat("long session, policy ", AsAbsl(cache::CompactionPolicyName(p))));
     auto l = LongSession(**e, f, text, p, C);
     if (!l.ok()) return l.status();
