@@ -65,6 +65,9 @@ struct CompactionOptions {
   // longest summary in tokens.
   std::string summary_prompt = std::string(kDefaultSummaryPrompt);
   int64_t summary_max_tokens = 256;
+  // Keep the state before each compaction (a hidden copy of the session, moved to the lowest
+  // tier there is) so that a rewind can go back past the compaction.
+  bool keep_history = false;
 
   static constexpr std::string_view kDefaultSummaryPrompt =
       "Summarize the conversation so far in a few sentences. Keep every name, number and "
@@ -104,7 +107,7 @@ void MapTurns(std::span<const TokenRange> dropped, std::vector<SessionTurn>* tur
 void MapTurnsReplaced(TokenRange summarized, int64_t replacement, std::vector<SessionTurn>* turns);
 
 // The fewest turns a rewind may keep: the turns the latest compaction saw (0 without one).
-// The state of an earlier turn is gone.
+// The state of an earlier turn is gone unless that compaction kept it (the engine checks).
 int64_t RewindFloor(std::span<const CompactionRecord> log);
 
 // Tokens dropped or summarized over the whole log.

@@ -83,6 +83,9 @@ struct CompactionRecord {
   int64_t turns = 0;
   // summarize: the summary's text (it replaced the summarized range).
   std::string summary;
+  // The id of the session state as it was before this compaction, when it was kept
+  // (CompactionOptions::keep_history); "" otherwise.
+  std::string kept;
   friend bool operator==(const CompactionRecord&, const CompactionRecord&) = default;
 };
 

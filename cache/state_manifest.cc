@@ -112,7 +112,7 @@ bool operator==(const SessionRecord& a, const SessionRecord& b) {
          a.rng_state == b.rng_state && a.metadata == b.metadata && a.kv_encoding == b.kv_encoding &&
          a.created_unix_us == b.created_unix_us && a.last_used_unix_us == b.last_used_unix_us &&
          a.ttl_us == b.ttl_us && a.compaction_log == b.compaction_log && a.blocks == b.blocks &&
-a.compaction == b.compaction;
+         a.compaction == b.compaction;
 }
 
 uint64_t StateChecksum(std::span<const uint8_t> bytes) {
@@ -230,8 +230,10 @@ absl::StatusOr<std::string> SerializeManifest(const SessionRecord& r) {
     const auto summarized = ranges(c.summarized);
     const auto summary = c.summary.empty() ? flatbuffers::Offset<flatbuffers::String>()
                                            : fbb.CreateString(c.summary);
+    const auto kept =
+        c.kept.empty() ? flatbuffers::Offset<flatbuffers::String>() : fbb.CreateString(c.kept);
     log.push_back(fb::CreateCompactionEntry(fbb, c.unix_us, fbb.CreateString(c.policy), dropped,
-                                            summarized, c.position_shift, c.turns, summary));
+                                            summarized, c.position_shift, c.turns, summary, kept));
   }
   const auto log_off = fbb.CreateVector(log);
   std::vector<fb::BlockRef> blocks;
@@ -248,7 +250,7 @@ absl::StatusOr<std::string> SerializeManifest(const SessionRecord& r) {
     compaction = fb::CreateCompactionSettings(
         fbb, fbb.CreateString(std::string(CompactionPolicyName(o.policy))), o.sink_tokens,
         o.trigger_fraction, o.trigger_tokens, o.max_session_bytes, o.target_fraction,
-        o.observe_tokens, fbb.CreateString(o.summary_prompt), o.summary_max_tokens);
+        o.observe_tokens, fbb.CreateString(o.summary_prompt), o.summary_max_tokens, o.keep_history);
   }
   const fb::SessionId128 id(flatbuffers::make_span(r.id.bytes));
   const fb::RngState rng(flatbuffers::make_span(r.rng_state));
@@ -372,6 +374,7 @@ absl::StatusOr<SessionRecord> ParseManifest(std::span<const uint8_t> file, std::
       c.position_shift = e->position_shift();
       c.turns = e->turns();
       if (e->summary() != nullptr) c.summary = std::string(View(e->summary()));
+      if (e->kept() != nullptr) c.kept = std::string(View(e->kept()));
       r.compaction_log.push_back(std::move(c));
     }
   }
@@ -390,7 +393,8 @@ absl::StatusOr<SessionRecord> ParseManifest(std::span<const uint8_t> file, std::
                                      .max_session_bytes = c->max_session_bytes(),
                                      .target_fraction = c->target_fraction(),
                                      .observe_tokens = c->observe_tokens(),
-                                     .summary_max_tokens = c->summary_max_tokens()};
+                                     .summary_max_tokens = c->summary_max_tokens(),
+                                     .keep_history = c->keep_history()};
     if (c->summary_prompt() != nullptr) {
       r.compaction->summary_prompt = std::string(View(c->summary_prompt()));
     }

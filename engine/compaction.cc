@@ -157,6 +157,91 @@ absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::CompactSession(SessionStat
                                                                      int64_t keep,
                                                                      int64_t protect_from,
                                                                      int64_t turns_seen) {
+  SessionState* kept = nullptr;
+  if (o.keep_history && o.policy != CompactionPolicy::kNone) {
+    // The state before the turn that compacts (all of it for an explicit compaction).
+    absl::StatusOr<SessionState*> k = CopySession(*s, turns_seen, KeptStateTenant(s->tenant));
+    if (!k.ok()) return k.status();
+    kept = *k;
+    MaybeWrite(kept, /*force=*/false);
+  }
+  absl::StatusOr<Compacted> done = CompactWithPolicy(s, o, keep, protect_from, turns_seen);
+  if (kept == nullptr) return done;
+  if (!done.ok()) {
+    DeleteSessionNow(kept, absl::CancelledError("the compaction it was kept for failed"));
+    return done;
+  }
+  s->compaction_log.back().kept = kept->id.ToString();
+  // Down to the lowest tier there is (it stays on the device tier without one), once its
+  // first write is done.
+  if (disk || host) {
+    const StorageTier to = disk ? StorageTier::kDisk : StorageTier::kHost;
+    WhenReady(kept, Need::kNoIo, [this, kept, to](absl::Status ready) {
+      if (ready.ok()) StartSpill(kept, to, [](absl::Status) {});
+    });
+  }
+  return done;
+}
+
+std::string KeptStateTenant(std::string_view tenant) {
+  return absl::StrCat("\x1fkept:", AsAbsl(tenant));
+}
+
+SessionState* Engine::Impl::FindKeptState(const SessionState& s, const cache::CompactionRecord& r) {
+  if (r.kept.empty()) return nullptr;
+  const std::optional<SessionId> id = SessionId::Parse(r.kept);
+  if (!id) return nullptr;
+  SessionState* k = sessions.Find(KeptStateTenant(s.tenant), *id);
+  return k != nullptr && !Res(*k).deleting ? k : nullptr;
+}
+
+void Engine::Impl::DeleteKeptStates(const SessionState& s, size_t from) {
+  for (size_t i = from; i < s.compaction_log.size(); ++i) {
+    if (SessionState* k = FindKeptState(s, s.compaction_log[i]); k != nullptr) {
+      DeleteSessionNow(k, absl::NotFoundError("the session it was kept for moved on"));
+    }
+  }
+}
+
+std::optional<size_t> Engine::Impl::KeptStateFor(const SessionState& s, int64_t turns) {
+  const std::vector<cache::CompactionRecord>& log = s.compaction_log;
+  for (size_t k = log.size(); k-- > 0;) {
+    const int64_t floor = k == 0 ? 0 : log[k - 1].turns;
+    if (floor <= turns && turns <= log[k].turns && FindKeptState(s, log[k]) != nullptr) return k;
+  }
+  return std::nullopt;
+}
+
+absl::Status Engine::Impl::RestoreKeptState(SessionState* s, size_t k) {
+  SessionState* kept = FindKeptState(*s, s->compaction_log[k]);
+  if (kept == nullptr || !Resident(*kept) || !Resident(*s)) {
+    return absl::AbortedError("the kept state moved while it was restored; try again");
+  }
+  std::optional<cache::BlockTable> table = kept->kv.table.Fork(*pool);
+  if (!table) return absl::ResourceExhaustedError("no free KV block to restore the kept state");
+  DeleteKeptStates(*s, k + 1);
+  Account(*s);
+  s->kv.table.Release(*pool);
+  s->kv.table = std::move(*table);
+  s->kv.tokens = kept->kv.tokens;
+  s->kv.chain = kept->kv.chain;
+  s->turns = kept->turns;
+  s->messages = kept->messages;
+  s->rng_state = kept->rng_state;
+  s->compaction_log.resize(k);  // the kept state's own log
+  DeleteSessionNow(kept, absl::NotFoundError("restored into the session it was kept for"));
+  Residency& r = Res(*s);
+  r.disk_valid_full = 0;
+  r.trunc_floor = 0;
+  MarkChanged(s);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::CompactWithPolicy(SessionState* s,
+                                                                        const CompactionOptions& o,
+                                                                        int64_t keep,
+                                                                        int64_t protect_from,
+                                                                        int64_t turns_seen) {
   KvSequence& kv = s->kv;
   const int64_t n = static_cast<int64_t>(kv.tokens.size());
   std::vector<TokenRange> dropped;

@@ -210,7 +210,11 @@ SessionInfo Engine::Impl::Info(const SessionState& s) {
   info.compaction_policy = CompactionFor(s, nullptr).policy;
   info.compactions = static_cast<int64_t>(s.compaction_log.size());
   info.compacted_tokens = cache::CompactedTokens(s.compaction_log);
+  // Back over every latest compaction whose state was kept.
   info.rewind_floor = cache::RewindFloor(s.compaction_log);
+  for (size_t k = s.compaction_log.size(); k-- > 0 && FindKeptState(s, s.compaction_log[k]);) {
+    info.rewind_floor = k == 0 ? 0 : s.compaction_log[k - 1].turns;
+  }
   info.compaction_log = s.compaction_log;
   return info;
 }
@@ -236,6 +240,7 @@ void Engine::Impl::DeleteSessionNow(SessionState* s, absl::Status why,
   if (done) r.delete_waiters.push_back(std::move(done));
   if (r.deleting) return;
   r.deleting = true;
+  DeleteKeptStates(*s, 0);
   for (Deferred& d : r.deferred) d.fn(why);
   r.deferred.clear();
   for (auto& [v, fn] : r.flush_waiters) fn(why);

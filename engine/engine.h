@@ -272,7 +272,7 @@ struct SessionInfo {
   double disk_byte_seconds = 0.0;
   // Context compaction: the policy its turns use, how often it was compacted and how many
   // history tokens that dropped, and the fewest turns a rewind may keep (the state of
-  // earlier turns is gone).
+  // earlier turns is gone unless kept: CompactionOptions::keep_history).
   cache::CompactionPolicy compaction_policy = cache::CompactionPolicy::kNone;
   int64_t compactions = 0;
   int64_t compacted_tokens = 0;
@@ -345,6 +345,11 @@ struct EngineStats {
   int64_t compacted_tokens = 0;  // history tokens those compactions dropped
 };
 
+// The tenant under which a session's kept pre-compaction states live (hidden sessions, one
+// per compaction with CompactionOptions::keep_history; deleted with the session). No client
+// tenant starts with its control character; for tests and operators.
+std::string KeptStateTenant(std::string_view tenant);
+
 class Engine {
  public:
   // Loads the forward pass for `model` (which must outlive the Engine), sizes the block pool
@@ -367,8 +372,11 @@ class Engine {
   absl::StatusOr<SessionInfo> Fork(std::string_view tenant, std::string_view session_id,
                                    std::optional<int64_t> turns = std::nullopt);
   // Keeps the first `turns` turns (0 <= turns <= n_turns; 0 leaves an empty session) and
-  // frees the KV past them. FailedPrecondition while a turn is in flight, or when `turns` is
-  // below the session's rewind floor (a compaction since dropped that state).
+  // frees the KV past them. Below a compaction whose pre-compaction state was kept
+  // (CompactionOptions::keep_history), the session becomes that state first (brought back
+  // from its tier) and the states kept by later compactions are deleted. FailedPrecondition
+  // while a turn is in flight, or when `turns` is below the session's rewind floor (a
+  // compaction since dropped that state and did not keep it).
   absl::Status Rewind(std::string_view tenant, std::string_view session_id, int64_t turns);
   // Compacts an idle session's context now (docs/compaction.md): with `policy` (nullopt:
   // the session's), keeping `keep_tokens` of its history (nullopt: the policy's

@@ -250,37 +250,44 @@ absl::StatusOr<SessionInfo> Engine::Impl::ForkNow(const SessionState& s,
           "cannot fork session ", AsAbsl(session_id), " at ", keep,
           " turns: it was compacted after ", floor, " turns and the earlier state is gone"));
     }
-    std::optional<cache::BlockTable> table = s.kv.table.Fork(*m.pool);
-    if (!table) {
-      return absl::ResourceExhaustedError("no free KV block for the fork's partial block");
-    }
-    auto f = std::make_unique<SessionState>();
-    f->id = SessionId::Random();
-    f->tenant = s.tenant;
-    f->model_fingerprint = s.model_fingerprint;
-    f->kv.tokens = s.kv.tokens;
-    f->kv.table = std::move(*table);
-    f->kv.chain = s.kv.chain;
-    f->turns = s.turns;
-    f->messages = s.messages;
-    f->rng_state = s.rng_state;
-    f->metadata = s.metadata;
-    f->compaction_log = s.compaction_log;
-    f->created = f->last_used = m.Now();
-    f->ttl = s.ttl;
-    if (keep < n_turns) {
-      f->kv.Truncate(*m.pool, f->turns[static_cast<size_t>(keep)].token_start);
-      f->messages.resize(static_cast<size_t>(f->turns[static_cast<size_t>(keep)].message_start));
-      f->turns.resize(static_cast<size_t>(keep));
-    }
-    SessionState* raw = m.sessions.Insert(std::move(f));
-    m.stats.sessions = static_cast<int64_t>(m.sessions.size());
-    m.Res(*raw).durability = m.Res(s).durability;
-    m.Res(*raw).compaction = m.Res(s).compaction;
-    m.ApplyRetention(raw, m.Res(s).retention);
-    m.MaybeWrite(raw, /*force=*/false);
-    return m.Info(*raw);
+    absl::StatusOr<SessionState*> raw = m.CopySession(s, keep, s.tenant);
+    if (!raw.ok()) return raw.status();
+    // The states kept by its compactions stay the source's.
+    for (cache::CompactionRecord& c : (*raw)->compaction_log) c.kept.clear();
+    (*raw)->ttl = s.ttl;
+    m.Res(**raw).compaction = m.Res(s).compaction;
+    m.ApplyRetention(*raw, m.Res(s).retention);
+    m.MaybeWrite(*raw, /*force=*/false);
+    return m.Info(**raw);
   }
+}
+
+absl::StatusOr<SessionState*> Engine::Impl::CopySession(const SessionState& s, int64_t turns,
+                                                        std::string_view tenant) {
+  std::optional<cache::BlockTable> table = s.kv.table.Fork(*pool);
+  if (!table) return absl::ResourceExhaustedError("no free KV block for the copy's partial block");
+  auto f = std::make_unique<SessionState>();
+  f->id = SessionId::Random();
+  f->tenant = std::string(tenant);
+  f->model_fingerprint = s.model_fingerprint;
+  f->kv.tokens = s.kv.tokens;
+  f->kv.table = std::move(*table);
+  f->kv.chain = s.kv.chain;
+  f->turns = s.turns;
+  f->messages = s.messages;
+  f->rng_state = s.rng_state;
+  f->metadata = s.metadata;
+  f->compaction_log = s.compaction_log;
+  f->created = f->last_used = Now();
+  if (turns < static_cast<int64_t>(s.turns.size())) {
+    f->kv.Truncate(*pool, f->turns[static_cast<size_t>(turns)].token_start);
+    f->messages.resize(static_cast<size_t>(f->turns[static_cast<size_t>(turns)].message_start));
+    f->turns.resize(static_cast<size_t>(turns));
+  }
+  SessionState* raw = sessions.Insert(std::move(f));
+  stats.sessions = static_cast<int64_t>(sessions.size());
+  Res(*raw).durability = Res(s).durability;
+  return raw;
 }
 
 absl::Status Engine::Rewind(std::string_view tenant, std::string_view session_id, int64_t turns) {
@@ -288,12 +295,31 @@ absl::Status Engine::Rewind(std::string_view tenant, std::string_view session_id
   absl::Status st = m.Await<absl::Status>([&](auto reply) {
     auto s = m.FindSession(tenant, session_id);
     if (!s.ok()) return reply(s.status());
-    m.WhenReady(*s, Impl::Need::kResident,
-                [&m, s = *s, turns, session_id = std::string(session_id),
-                 reply = std::move(reply)](absl::Status ready) mutable {
-                  if (!ready.ok()) return reply(ready);
-                  reply(m.RewindNow(s, turns, session_id));
-                });
+    m.WhenReady(
+        *s, Impl::Need::kResident,
+        [&m, s = *s, turns, session_id = std::string(session_id),
+         reply = std::move(reply)](absl::Status ready) mutable {
+          if (!ready.ok()) return reply(ready);
+          // Below the floor, a kept pre-compaction state (resident first) brings it back.
+          std::optional<size_t> k;
+          if (!m.Busy(s->id) && turns >= 0 && turns < cache::RewindFloor(s->compaction_log)) {
+            k = m.KeptStateFor(*s, turns);
+          }
+          if (!k) return reply(m.RewindNow(s, turns, session_id));
+          m.WhenReady(m.FindKeptState(*s, s->compaction_log[*k]), Impl::Need::kResident,
+                      [&m, s, k = *k, turns, session_id,
+                       reply = std::move(reply)](absl::Status kept_ready) mutable {
+                        if (!kept_ready.ok()) return reply(kept_ready);
+                        if (m.Busy(s->id)) {
+                          return reply(absl::FailedPreconditionError(
+                              absl::StrCat("session ", session_id, " has a turn in flight")));
+                        }
+                        if (absl::Status restored = m.RestoreKeptState(s, k); !restored.ok()) {
+                          return reply(restored);
+                        }
+                        reply(m.RewindNow(s, turns, session_id));
+                      });
+        });
   });
   if (!st.ok()) return st;
   return SyncedInfo(tenant, session_id).status();

@@ -119,11 +119,16 @@ absl::StatusOr<SessionInfo> Engine::ImportSession(std::string_view tenant,
         return absl::AlreadyExistsError(
             absl::StrCat("session ", id->ToString(), " is already in this engine"));
       }
-      const bool retenant = record->tenant != tenant;
+      // The states its compactions kept stayed with the exporting engine.
+      bool rewrite = record->tenant != tenant;
+      for (cache::CompactionRecord& c : record->compaction_log) {
+        rewrite |= !c.kept.empty();
+        c.kept.clear();
+      }
       m.RegisterRecord(std::move(*record), tenant);
       SessionState* s = m.sessions.Find(tenant, *id);
       m.stats.sessions = static_cast<int64_t>(m.sessions.size());
-      if (retenant) {  // the directory must say whose it is now
+      if (rewrite) {  // the directory must say whose it is now, and what it kept
         m.MarkChanged(s);
         m.MaybeWrite(s, /*force=*/true);
       }

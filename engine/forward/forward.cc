@@ -213,8 +213,8 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CreateForwardPass(const Model& mode
 }
 
 absl::Status ForwardPass::ObserveAttention(const kernels::KvArenaView& /*kv*/,
-                                           const SeqBatchEntry& /*entry*/,
-                                           int64_t /*observe_from*/, std::span<float> /*mass*/) {
+                                           const SeqBatchEntry& /*entry*/, int64_t /*observe_from*/,
+                                           std::span<float> /*mass*/) {
   return absl::UnimplementedError(
       absl::StrCat("the ", device().ToString(),
                    " backend cannot observe attention weights (the score compaction policy "

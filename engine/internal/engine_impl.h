@@ -276,6 +276,21 @@ struct Engine::Impl {
   // changed (ResourceExhausted: no free KV blocks for the work, try again later).
   absl::StatusOr<Compacted> CompactSession(SessionState* s, const cache::CompactionOptions& o,
                                            int64_t keep, int64_t protect_from, int64_t turns_seen);
+  // The policy's work of CompactSession.
+  absl::StatusOr<Compacted> CompactWithPolicy(SessionState* s, const cache::CompactionOptions& o,
+                                              int64_t keep, int64_t protect_from,
+                                              int64_t turns_seen);
+  // Kept pre-compaction states (CompactionOptions::keep_history): hidden copies of the
+  // session (CopySession) under KeptStateTenant, one per compaction, named in its record.
+  SessionState* FindKeptState(const SessionState& s, const cache::CompactionRecord& r);
+  // Deletes the states kept by the session's compactions from record `from` on.
+  void DeleteKeptStates(const SessionState& s, size_t from);
+  // The latest kept state from which `turns` turns can be reached (its record's index), or
+  // nullopt when none can.
+  std::optional<size_t> KeptStateFor(const SessionState& s, int64_t turns);
+  // Makes resident `s` the kept state of its record `k` (which must be resident), and drops
+  // the states kept since.
+  absl::Status RestoreKeptState(SessionState* s, size_t k);
   // Appends `record` to the session's log (stats, durable copy, change mark).
   void LogCompaction(SessionState* s, cache::CompactionRecord record);
   // The score policy's dropped ranges: the session's KV probed by an observation window.
@@ -411,6 +426,11 @@ struct Engine::Impl {
   void RegisterRecord(cache::SessionRecord record, std::string_view tenant);
   void ShutdownTiers();
   void ApplyRetention(SessionState* s, const Retention& retention);
+  // A new session in `tenant` with the history, KV (full blocks shared, the partial one
+  // copied), transcript, RNG, metadata and log of `s` as of its first `turns` turns; the
+  // caller sets TTL, retention and options. ResourceExhausted without a block for the copy.
+  absl::StatusOr<SessionState*> CopySession(const SessionState& s, int64_t turns,
+                                            std::string_view tenant);
   absl::StatusOr<SessionInfo> ForkNow(const SessionState& s, std::optional<int64_t> turns,
                                       std::string_view session_id);
   absl::Status RewindNow(SessionState* s, int64_t turns, std::string_view session_id);
