@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cache/base/strings.h"
 #include "cache/compaction.h"
 #include "engine/server/internal/common.h"
@@ -117,11 +118,33 @@ Json RetentionObject(const engine::Retention& r) {
           {"max_lifetime_seconds", DurationSeconds(r.max_lifetime)}};
 }
 
+// Token ranges [begin, end) as [[begin, end], ...].
+Json RangesArray(const std::vector<cache::TokenRange>& ranges) {
+  Json out = Json::array();
+  for (const cache::TokenRange& r : ranges) out.push_back(Json::array({r.begin, r.end}));
+  return out;
+}
+
+// One compaction of the log: the ranges are of the history as it was before it.
+Json CompactionLogEntry(const cache::CompactionRecord& r) {
+  Json e = {{"policy", r.policy},
+            {"created_at", UnixSeconds(absl::FromUnixMicros(r.unix_us))},
+            {"dropped", RangesArray(r.dropped)},
+            {"summarized", RangesArray(r.summarized)},
+            {"position_shift", r.position_shift},
+            {"turns", r.turns}};
+  if (!r.summary.empty()) e["summary"] = r.summary;
+  return e;
+}
+
 Json CompactionObject(const engine::SessionInfo& s) {
+  Json log = Json::array();
+  for (const cache::CompactionRecord& r : s.compaction_log) log.push_back(CompactionLogEntry(r));
   return {{"policy", std::string(cache::CompactionPolicyName(s.compaction_policy))},
           {"compactions", s.compactions},
           {"compacted_tokens", s.compacted_tokens},
-          {"rewind_floor", s.rewind_floor}};
+          {"rewind_floor", s.rewind_floor},
+          {"log", std::move(log)}};
 }
 
 Json SessionObject(const engine::SessionInfo& s, const Costs& costs) {
@@ -252,7 +275,8 @@ RetentionField ReadRetention(const Json& body, const engine::Retention& base) {
 }
 
 // Reads body["compaction"] ({policy, sink_tokens, trigger_fraction, trigger_tokens,
-// max_session_bytes, target_fraction}, all optional) over `base` (the server's default):
+// max_session_bytes, target_fraction, observe_tokens, summary_prompt, summary_max_tokens},
+// all optional) over `base` (the server's default):
 // absent fields keep base's values. `value` is nullopt when the field is absent; `error`
 // names the bad field ("compaction.target_fraction").
 struct CompactionField {
@@ -269,19 +293,27 @@ CompactionField ReadCompaction(const Json& body, const cache::CompactionOptions&
   }
   FieldReader rf(*it, "compaction.");
   rf.OnlyKnown({"policy", "sink_tokens", "trigger_fraction", "trigger_tokens", "max_session_bytes",
-                "target_fraction"});
+                "target_fraction", "observe_tokens", "summary_prompt", "summary_max_tokens"});
   cache::CompactionOptions o = base;
   if (auto name = rf.String("policy")) {
     auto policy = cache::ParseCompactionPolicy(*name);
     if (policy.ok()) {
       o.policy = *policy;
     } else {
-      rf.Fail("policy", absl::StrCat("must be \"none\" or \"window\", got \"", *name, "\""));
+      rf.Fail("policy", absl::StrCat("must be \"none\", \"window\", \"score\" or \"summarize\", "
+                                     "got \"",
+                                     *name, "\""));
     }
   }
   constexpr int64_t kMaxTokens = int64_t{1} << 40;
   if (auto n = rf.Int("sink_tokens", 0, kMaxTokens)) o.sink_tokens = *n;
   if (auto n = rf.Int("trigger_tokens", 0, kMaxTokens)) o.trigger_tokens = *n;
+  if (auto n = rf.Int("observe_tokens", 1, kMaxTokens)) o.observe_tokens = *n;
+  if (auto n = rf.Int("summary_max_tokens", 1, kMaxTokens)) o.summary_max_tokens = *n;
+  if (auto prompt = rf.String("summary_prompt")) {
+    if (prompt->empty()) rf.Fail("summary_prompt", "must not be empty");
+    o.summary_prompt = *std::move(prompt);
+  }
   if (auto n = rf.Int("max_session_bytes", 0, std::numeric_limits<int64_t>::max())) {
     o.max_session_bytes = *n;
   }
@@ -570,7 +602,8 @@ void RegisterSessionRoutes(Router& r) {
     SendSession(c, *rs, id);
   });
 
-  // POST /v1/sessions/{id}/compact {policy?, keep_tokens?}
+  // POST /v1/sessions/{id}/compact {policy?, keep_tokens?}: the session object, whose
+  // compaction log's last entry is this compaction (a summary's text included).
   r.Post(SessionPath("/compact"), "/v1/sessions/{id}/compact", [rs](Call& c) {
     const std::string id = c.req.matches[1].str();
     auto body = OptionalBody(c);
@@ -581,9 +614,12 @@ void RegisterSessionRoutes(Router& r) {
     if (auto name = f.String("policy")) {
       auto p = cache::ParseCompactionPolicy(*name);
       if (!p.ok()) {
-        f.Fail("policy", absl::StrCat("must be \"window\", got \"", *name, "\""));
+        f.Fail("policy",
+               absl::StrCat("must be \"window\", \"score\" or \"summarize\", got \"", *name, "\""));
       } else if (*p == cache::CompactionPolicy::kNone) {
-        f.Fail("policy", "\"none\" compacts nothing; send \"window\" (or leave it out)");
+        f.Fail("policy",
+               "\"none\" compacts nothing; send \"window\", \"score\" or \"summarize\" (or leave "
+               "it out)");
       } else {
         policy = *p;
       }
@@ -606,6 +642,7 @@ void RegisterSessionRoutes(Router& r) {
     d["tokens_before"] = before->n_tokens;
     d["dropped_tokens"] = before->n_tokens - after->n_tokens;
     d["compactions"] = after->compactions;
+    if (!after->compaction_log.empty()) d["policy"] = after->compaction_log.back().policy;
     c.server.Audit(c.tenant, "session.compact", d);
     c.SendJson(200, SessionObject(*after, rs->costs.Get(c.tenant, id)));
   });

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/compaction.h"
 #include "tests/server/server_test_util.h"
 
 namespace mnemo::server::testing {
@@ -484,9 +485,11 @@ TEST(SessionsApiTest, CompactDropsHistoryAndTheSessionGoesOn) {
   auto t = SmallContextServer();
   ASSERT_NE(t, nullptr);
   const Json created = Create(*t);
-  EXPECT_EQ(
-      created["compaction"],
-      Json({{"policy", "none"}, {"compactions", 0}, {"compacted_tokens", 0}, {"rewind_floor", 0}}));
+  EXPECT_EQ(created["compaction"], Json({{"policy", "none"},
+                                         {"compactions", 0},
+                                         {"compacted_tokens", 0},
+                                         {"rewind_floor", 0},
+                                         {"log", Json::array()}}));
   const std::string id = created["id"];
   const std::string path = "/v1/sessions/" + id;
   const Json first = Turn(*t, id, Words(120));
@@ -508,6 +511,17 @@ TEST(SessionsApiTest, CompactDropsHistoryAndTheSessionGoesOn) {
   EXPECT_EQ(obj["compaction"]["compactions"], 1);
   EXPECT_EQ(obj["compaction"]["compacted_tokens"], before - 40);
   EXPECT_EQ(obj["compaction"]["rewind_floor"], 1);
+  // The log's entry: the window's one dropped range, [sinks, before - 36).
+  ASSERT_EQ(obj["compaction"]["log"].size(), 1u) << obj["compaction"].dump();
+  const Json& entry = obj["compaction"]["log"][0];
+  EXPECT_EQ(entry["policy"], "window");
+  EXPECT_EQ(entry["dropped"], Json::array({Json::array({4, before - 36})}));
+  EXPECT_EQ(entry["summarized"], Json::array());
+  EXPECT_EQ(entry["position_shift"], -(before - 40));
+  EXPECT_EQ(entry["turns"], 1);
+  EXPECT_FALSE(entry.contains("summary"));
+  EXPECT_GE(entry["created_at"].get<int64_t>(), created["created_at"].get<int64_t>());
+  EXPECT_LE(entry["created_at"].get<int64_t>(), obj["last_used_at"].get<int64_t>());
   // The window: the 4 sink tokens and the 36 most recent ones.
   auto after = t->engine->SessionTokens("default", id);
   ASSERT_TRUE(after.ok());
@@ -636,11 +650,200 @@ TEST(SessionsApiTest, CreationTakesCompactionOptions) {
       {{{"target_fraction", 0}}, "compaction.target_fraction"},
       {{{"target_fraction", "half"}}, "compaction.target_fraction"},
       {{{"sinks", 4}}, "compaction.sinks"},
+      {{{"observe_tokens", 0}}, "compaction.observe_tokens"},
+      {{{"observe_tokens", -3}}, "compaction.observe_tokens"},
+      {{{"observe_tokens", "all"}}, "compaction.observe_tokens"},
+      {{{"summary_prompt", ""}}, "compaction.summary_prompt"},
+      {{{"summary_prompt", 7}}, "compaction.summary_prompt"},
+      {{{"summary_max_tokens", 0}}, "compaction.summary_max_tokens"},
+      {{{"summary_max_tokens", 2.5}}, "compaction.summary_max_tokens"},
+      {{{"summary_tokens", 8}}, "compaction.summary_tokens"},
   };
   for (const Case& c : cases) {
     ExpectError(t->Post("/v1/sessions", {{"compaction", c.compaction}}), 400, c.param);
   }
   EXPECT_EQ(t->engine->ListSessions("default").size(), 2u);  // no failure created one
+  // The policy's error lists every policy.
+  auto lru = t->Post("/v1/sessions", {{"compaction", {{"policy", "lru"}}}});
+  ASSERT_TRUE(lru);
+  EXPECT_THAT(ParseJson(lru->body)["error"]["message"].get<std::string>(),
+              ::testing::HasSubstr("\"none\", \"window\", \"score\" or \"summarize\""));
+}
+
+// The entry of the latest compaction in a session object, with every field checked for its
+// type; the ranges as TokenRanges.
+struct LogEntry {
+  Json json;
+  std::vector<cache::TokenRange> dropped, summarized;
+};
+LogEntry LatestLogEntry(const Json& session) {
+  LogEntry out;
+  const Json& log = session["compaction"]["log"];
+  EXPECT_TRUE(log.is_array() && !log.empty()) << session["compaction"].dump();
+  if (!log.is_array() || log.empty()) return out;
+  out.json = log.back();
+  for (const char* key : {"created_at", "position_shift", "turns"}) {
+    EXPECT_TRUE(out.json[key].is_number_integer()) << key << ": " << out.json.dump();
+  }
+  for (auto [key, into] :
+       {std::pair{"dropped", &out.dropped}, std::pair{"summarized", &out.summarized}}) {
+    for (const Json& r : out.json[key]) {
+      EXPECT_TRUE(r.is_array() && r.size() == 2) << out.json.dump();
+      if (r.is_array() && r.size() == 2) into->push_back({r[0], r[1]});
+    }
+  }
+  return out;
+}
+
+// The score policy: the sinks, the observation window and the tokens between it attends to
+// most survive; the rest is dropped in several ranges, and the history keeps exactly the
+// tokens outside them.
+TEST(SessionsApiTest, CompactWithTheScorePolicy) {
+  auto t = SmallContextServer();
+  ASSERT_NE(t, nullptr);
+  const Json created = Create(*t, {{"compaction", {{"policy", "score"}, {"observe_tokens", 8}}}});
+  EXPECT_EQ(created["compaction"]["policy"], "score");
+  const std::string id = created["id"];
+  const std::string path = "/v1/sessions/" + id;
+  Turn(*t, id, Words(120));
+  auto tokens = t->engine->SessionTokens("default", id);
+  ASSERT_TRUE(tokens.ok());
+  const int64_t before = static_cast<int64_t>(tokens->size());
+  ASSERT_GT(before, 100);
+
+  // 34 tokens: more than the sinks (4) and the tokens from the observation window's block
+  // boundary on (at most 8 + 15 and a few whose KV lags), less than they would be with the
+  // default window of 32 (at least 4 + 32).
+  auto r = t->Post(path + "/compact", {{"policy", "score"}, {"keep_tokens", 34}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const Json obj = ParseJson(r->body);
+  EXPECT_EQ(obj["tokens"], 34);
+  EXPECT_EQ(obj["compaction"]["compactions"], 1);
+  EXPECT_EQ(obj["compaction"]["compacted_tokens"], before - 34);
+  const LogEntry e = LatestLogEntry(obj);
+  EXPECT_EQ(e.json["policy"], "score");
+  EXPECT_TRUE(e.summarized.empty());
+  EXPECT_FALSE(e.json.contains("summary"));
+  EXPECT_EQ(e.json["turns"], 1);
+  EXPECT_EQ(e.json["position_shift"], -(before - 34));
+  // Several ranges, sorted and disjoint, after the 4 sinks and before the observation window
+  // (the last 8 tokens at least).
+  EXPECT_GE(e.dropped.size(), 2u) << e.json.dump();
+  int64_t total = 0, end = 4;
+  for (const cache::TokenRange& d : e.dropped) {
+    EXPECT_GE(d.begin, end) << e.json.dump();
+    EXPECT_LT(d.begin, d.end) << e.json.dump();
+    end = d.end;
+    total += d.size();
+  }
+  EXPECT_LE(end, before - 8);
+  EXPECT_EQ(total, before - 34);
+  std::vector<int32_t> kept;
+  for (int64_t p = 0; p < before; ++p) {
+    if (cache::MapPosition(e.dropped, p) >= 0) kept.push_back((*tokens)[static_cast<size_t>(p)]);
+  }
+  auto after = t->engine->SessionTokens("default", id);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, kept);
+  EXPECT_EQ(ParseJson(t->Get(path)->body)["compaction"], obj["compaction"]);
+
+  // The session goes on from the 34 tokens.
+  const Json next = Turn(*t, id, "And then?");
+  EXPECT_EQ(next["turn"], 1);
+  EXPECT_GE(next["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), 28);
+
+  // Keeping less than the sinks and the observation window leaves the policy no choice.
+  ExpectError(t->Post(path + "/compact", {{"policy", "score"}, {"keep_tokens", 6}}), 400,
+              "keep_tokens");
+}
+
+// The summarize policy with the session's own summary options: the model's summary (the same
+// as the Engine writes for a session with those options) replaces the oldest turns after the
+// system prompt, and the log keeps its text.
+TEST(SessionsApiTest, CompactWithTheSummarizePolicy) {
+  auto t = SmallContextServer();
+  ASSERT_NE(t, nullptr);
+  const std::string prompt = "Summarize the talk so far.";
+  const Json options = {{"policy", "summarize"},
+                        {"summary_prompt", prompt},
+                        {"summary_max_tokens", 24},
+                        {"observe_tokens", 16}};
+  const Json created = Create(*t, {{"system_prompt", "Be brief."}, {"compaction", options}});
+  EXPECT_EQ(created["compaction"]["policy"], "summarize");
+  EXPECT_EQ(created["compaction"]["log"], Json::array());
+  const std::string id = created["id"];
+  const std::string path = "/v1/sessions/" + id;
+  const int64_t head = created["tokens"];  // the system prompt's turn is kept
+  ASSERT_GT(head, 0);
+
+  // The same conversation driven through the Engine, with the options set directly.
+  cache::CompactionOptions direct_options;
+  direct_options.policy = cache::CompactionPolicy::kSummarize;
+  direct_options.summary_prompt = prompt;
+  direct_options.summary_max_tokens = 24;
+  direct_options.observe_tokens = 16;
+  auto direct = t->engine->CreateSession(
+      "direct", {.system_prompt = "Be brief.", .compaction = direct_options});
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  // And one whose summaries may take 256 tokens (the default).
+  const Json roomy =
+      Create(*t, {{"system_prompt", "Be brief."}, {"compaction", {{"policy", "summarize"}}}});
+  for (const std::string& text : {Words(40), Words(40, 'n'), Words(30, 'f')}) {
+    Turn(*t, id, text);
+    Turn(*t, roomy["id"], text);
+    ASSERT_TRUE(DirectTurn(*t->engine, "direct", direct->id, text).status.ok());
+  }
+  const int64_t before = ParseJson(t->Get(path)->body)["tokens"];
+  ASSERT_GT(before, head + 100);
+
+  // Keep the head, up to 24 + 32 tokens of framed summary, and about 30 recent tokens.
+  const int64_t keep = head + 24 + 32 + 30;
+  // 256 tokens of summary do not fit in that keep.
+  ExpectError(t->Post("/v1/sessions/" + roomy["id"].get<std::string>() + "/compact",
+                      {{"keep_tokens", keep}}),
+              400, "keep_tokens");
+  auto r = t->Post(path + "/compact", {{"keep_tokens", keep}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const Json obj = ParseJson(r->body);
+  EXPECT_EQ(obj["compaction"]["compactions"], 1);
+  const LogEntry e = LatestLogEntry(obj);
+  EXPECT_EQ(e.json["policy"], "summarize");
+  EXPECT_TRUE(e.dropped.empty());
+  EXPECT_EQ(e.json["turns"], 4);
+  ASSERT_EQ(e.summarized.size(), 1u) << e.json.dump();
+  const cache::TokenRange s = e.summarized[0];
+  EXPECT_EQ(s.begin, head);
+  EXPECT_GE(s.end, before - 30);  // at or after the bound, up to a turn boundary
+  EXPECT_LE(s.end, before);
+  EXPECT_EQ(obj["compaction"]["compacted_tokens"], s.size());
+  // The history: head + the framed summary + the tokens after the summarized range.
+  const int64_t shift = e.json["position_shift"];
+  EXPECT_EQ(obj["tokens"], before + shift);
+  EXPECT_GT(shift + s.size(), 0);  // the framed summary is there, however short the summary
+  EXPECT_LE(shift + s.size(), 24 + 32);
+
+  // The summary is the Engine's for the same options and history; present exactly when it
+  // has text.
+  auto want = t->engine->Compact("direct", direct->id, std::nullopt, keep);
+  ASSERT_TRUE(want.ok()) << want.status();
+  ASSERT_EQ(want->compaction_log.size(), 1u);
+  const cache::CompactionRecord& w = want->compaction_log[0];
+  EXPECT_EQ(e.json.contains("summary"), !w.summary.empty()) << e.json.dump();
+  // (The server writes invalid UTF-8, as a random model's bytes may be, as U+FFFD.)
+  const std::string served =
+      ParseJson(Json(w.summary).dump(-1, ' ', false, Json::error_handler_t::replace));
+  EXPECT_EQ(e.json.value("summary", ""), served);
+  EXPECT_FALSE(w.summary.empty()) << "the test model wrote no summary";
+  EXPECT_EQ(e.summarized, w.summarized);
+  EXPECT_EQ(e.json["position_shift"], w.position_shift);
+  EXPECT_EQ(ParseJson(t->Get(path)->body)["compaction"], obj["compaction"]);
+
+  // The session goes on after the summary; rewinding below the compaction is refused.
+  const Json next = Turn(*t, id, "And then?");
+  EXPECT_EQ(next["turn"], 4);
+  ExpectError(t->Post(path + "/rewind", {{"turns", 2}}), 409, "");
 }
 
 }  // namespace

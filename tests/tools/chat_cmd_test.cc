@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/model/test_model.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
@@ -224,6 +225,74 @@ TEST_F(MnemoChat, CompactDropsHistoryAndTheChatGoesOn) {
   EXPECT_THAT(run.Of("help")[0]["text"].get<std::string>(), HasSubstr("/compact [N]"));
 }
 
+TEST_F(MnemoChat, CompactWithTheScorePolicy) {
+  // The session's policy is none; /compact names the policy (in either order with N).
+  ChatRun run = Greedy({"--system", kSystem, "--compaction-observe", "8"},
+                       "hello\nhow are you?\n/compact 100 score\nand now?\n/compact 60 lru\n"
+                       "/compact none\n/compact 50 60\n");
+  EXPECT_EQ(run.result.exit_code, 1);  // the three bad /compact lines
+  std::vector<std::string> kinds;
+  for (const json& e : run.events) kinds.push_back(e["event"].get<std::string>());
+  EXPECT_THAT(kinds, ::testing::ElementsAre("session", "turn", "turn", "compact", "turn", "error",
+                                            "error", "error"));
+  const json compact = run.Of("compact")[0];
+  const int64_t before = compact["tokens_before"];
+  EXPECT_EQ(compact["policy"], "score");
+  EXPECT_EQ(compact["tokens_after"], 100);
+  EXPECT_EQ(compact["dropped_tokens"], before - 100);
+  EXPECT_EQ(compact["summarized_tokens"], 0);
+  EXPECT_EQ(compact["compacted_tokens"], before - 100);
+  EXPECT_FALSE(compact.contains("summary"));
+  // The turn after it reuses the kept tokens' KV.
+  const std::vector<json> turns = run.Of("turn");
+  EXPECT_GE(Usage(turns[2], "cached_tokens"), 90);
+  EXPECT_LE(Usage(turns[2], "cached_tokens"), 100);
+  const std::vector<json> errors = run.Of("error");
+  EXPECT_THAT(errors[0]["message"].get<std::string>(), HasSubstr("'60 lru'"));
+  EXPECT_THAT(errors[1]["message"].get<std::string>(), HasSubstr("window, score or summarize"));
+  EXPECT_THAT(errors[2]["message"].get<std::string>(), HasSubstr("one number"));
+}
+
+TEST_F(MnemoChat, CompactWithTheSummarizePolicyPrintsTheSummary) {
+  // The session's policy (summarize, summaries of at most 16 tokens) without a POLICY.
+  const std::vector<std::string> flags = {"--compaction", "summarize",
+                                          "--compaction-summary-tokens", "16"};
+  const std::string input = "hello there\nhow are you?\nwhat now?\n/compact 60\nand then?\n";
+  ChatRun run = Greedy(flags, input);
+  ASSERT_EQ(run.result.exit_code, 0) << run.result.err;
+  ASSERT_EQ(run.Of("compact").size(), 1u) << run.result.out;
+  const json compact = run.Of("compact")[0];
+  const int64_t before = compact["tokens_before"];
+  EXPECT_EQ(compact["policy"], "summarize");
+  EXPECT_GT(compact["summarized_tokens"].get<int64_t>(), 0);
+  EXPECT_EQ(compact["compacted_tokens"], compact["summarized_tokens"]);
+  EXPECT_EQ(compact["tokens_after"], before - compact["dropped_tokens"].get<int64_t>());
+  EXPECT_LE(compact["tokens_after"].get<int64_t>(), 60);
+  ASSERT_TRUE(compact.contains("summary")) << compact.dump();
+  const std::string summary = compact["summary"];
+  EXPECT_FALSE(summary.empty()) << "the test model wrote no summary";
+  EXPECT_EQ(run.Of("turn").size(), 4u);  // the turn after the summary ran
+
+  // Without --json the notice says what happened and prints the summary.
+  std::vector<std::string> plain = {
+      testing::MnemoBinary(), "chat", *model_, "--temperature", "0", "--max-tokens", "8",
+      "--kv-budget",          "64M"};
+  plain.insert(plain.end(), flags.begin(), flags.end());
+  CommandResult text = testing::RunCommandWithInput(plain, input);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.err, HasSubstr(absl::StrCat("compacted ", before, " -> ")));
+  EXPECT_THAT(text.err, HasSubstr("summarize: "));
+  // The summary as the model wrote it (stdout's JSON writes invalid UTF-8 as U+FFFD), up to
+  // the next turn's statistics.
+  const size_t from = text.err.find("summary: ");
+  const size_t to = text.err.find("\n[prompt", from);
+  ASSERT_NE(from, std::string::npos) << text.err;
+  ASSERT_NE(to, std::string::npos) << text.err;
+  const std::string printed = text.err.substr(from + 9, to - from - 9);
+  EXPECT_EQ(json::parse(json(printed).dump(-1, ' ', false, json::error_handler_t::replace)),
+            summary);
+}
+
 TEST_F(MnemoChat, CompactionFlagsCompactTurnsPastTheTrigger) {
   // The system prompt (~140 tokens) and a short first turn stay under 250 tokens; a second
   // turn of ~150 passes them and compacts the history first. Without the flags nothing is
@@ -273,7 +342,12 @@ TEST_F(MnemoChat, BadFlagsFailWithOneLine) {
       {{m, "--state-dir", testing::MakeTempDir(), "--session", "sess_x"}, 1, "no session sess_x"},
       {{m, "--kv-budget", "1K"}, 1, ""},
       {{m, "--device", "tpu"}, 2, "--device: expected cpu, cuda or cuda:N, got 'tpu'"},
-      {{m, "--compaction", "lru"}, 2, "--compaction must be none or window, got \"lru\""},
+      {{m, "--compaction", "lru"},
+       2,
+       "--compaction must be none, window, score or summarize, got \"lru\""},
+      {{m, "--compaction-observe", "0"}, 2, "--compaction-observe must be >= 1, got 0"},
+      {{m, "--compaction-summary-tokens", "x"}, 2, "--compaction-summary-tokens: not an integer"},
+      {{m, "--compaction-summary-prompt="}, 2, "--compaction-summary-prompt must not be empty"},
       {{m, "--compaction-target", "1.5"}, 2, "--compaction-target must be in (0, 1), got 1.5"},
       {{m, "--compaction-target", "half"}, 2, "--compaction-target: not a number: 'half'"},
       {{m, "--compaction-trigger", "0"}, 2, "--compaction-trigger must be in (0, 1]"},
@@ -297,8 +371,10 @@ TEST_F(MnemoChat, BadFlagsFailWithOneLine) {
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, HasSubstr("--kv-budget"));
   EXPECT_THAT(help.out, HasSubstr("/fork"));
-  EXPECT_THAT(help.out, HasSubstr("/compact [N]"));
+  EXPECT_THAT(help.out, HasSubstr("/compact [N] [POLICY]"));
   EXPECT_THAT(help.out, HasSubstr("--compaction POLICY"));
+  EXPECT_THAT(help.out, HasSubstr("--compaction-summary-tokens N"));
+  EXPECT_THAT(help.out, HasSubstr("none|window|score|summarize"));
   EXPECT_THAT(help.out, HasSubstr("raw tokens"));
 }
 

@@ -127,12 +127,31 @@ TEST(CliCompactionFlags, SetEveryField) {
   EXPECT_EQ(o->max_session_bytes, 2 << 20);
   EXPECT_TRUE(CompactionFrom({"--compaction", "none"}).ok());
   EXPECT_TRUE(CompactionFrom({"--compaction-trigger", "1"}).ok());
+  // The score and summarize policies' options; absent ones keep the defaults.
+  EXPECT_EQ(none->observe_tokens, 32);
+  EXPECT_EQ(none->summary_prompt, cache::CompactionOptions::kDefaultSummaryPrompt);
+  EXPECT_EQ(none->summary_max_tokens, 256);
+  auto score = CompactionFrom({"--compaction", "score", "--compaction-observe", "16"});
+  ASSERT_TRUE(score.ok()) << score.status();
+  EXPECT_EQ(score->policy, cache::CompactionPolicy::kScore);
+  EXPECT_EQ(score->observe_tokens, 16);
+  EXPECT_EQ(score->summary_max_tokens, 256);
+  auto summarize = CompactionFrom({"--compaction", "summarize", "--compaction-summary-prompt",
+                                   "Sum it up, names included.", "--compaction-summary-tokens=64"});
+  ASSERT_TRUE(summarize.ok()) << summarize.status();
+  EXPECT_EQ(summarize->policy, cache::CompactionPolicy::kSummarize);
+  EXPECT_EQ(summarize->summary_prompt, "Sum it up, names included.");
+  EXPECT_EQ(summarize->summary_max_tokens, 64);
+  EXPECT_EQ(summarize->observe_tokens, 32);
+  EXPECT_TRUE(
+      CompactionFrom({"--compaction-observe", "1", "--compaction-summary-tokens", "1"}).ok());
 }
 
 TEST(CliCompactionFlags, BadValuesNameTheFlag) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
-      {{"--compaction", "lru"}, "--compaction must be none or window, got \"lru\""},
-      {{"--compaction", ""}, "--compaction must be none or window"},
+      {{"--compaction", "lru"},
+       "--compaction must be none, window, score or summarize, got \"lru\""},
+      {{"--compaction", ""}, "--compaction must be none, window, score or summarize"},
       {{"--compaction-sinks", "-1"}, "--compaction-sinks must be >= 0, got -1"},
       {{"--compaction-sinks", "four"}, "--compaction-sinks: not an integer: 'four'"},
       {{"--compaction-trigger", "0"}, "--compaction-trigger must be in (0, 1], got 0"},
@@ -143,6 +162,12 @@ TEST(CliCompactionFlags, BadValuesNameTheFlag) {
       {{"--compaction-target", "0"}, "--compaction-target must be in (0, 1), got 0"},
       {{"--compaction-target", "x"}, "--compaction-target: not a number: 'x'"},
       {{"--compaction-max-session-bytes", "-1"}, "--compaction-max-session-bytes: not a byte"},
+      {{"--compaction-observe", "0"}, "--compaction-observe must be >= 1, got 0"},
+      {{"--compaction-observe", "-4"}, "--compaction-observe must be >= 1, got -4"},
+      {{"--compaction-observe", "many"}, "--compaction-observe: not an integer: 'many'"},
+      {{"--compaction-summary-tokens", "0"}, "--compaction-summary-tokens must be >= 1, got 0"},
+      {{"--compaction-summary-tokens", "1.5"}, "--compaction-summary-tokens: not an integer"},
+      {{"--compaction-summary-prompt", ""}, "--compaction-summary-prompt must not be empty"},
   };
   for (const auto& [args, message] : cases) {
     auto o = CompactionFrom(args);
@@ -159,7 +184,8 @@ TEST(CliCompactionFlags, ServeAndBenchRefuseBadValues) {
   mnemo::testing::CommandResult serve =
       mnemo::testing::RunCommand({bin, "serve", "/nonexistent.gguf", "--compaction", "lru"});
   EXPECT_EQ(serve.exit_code, 2) << serve.err;
-  EXPECT_EQ(serve.err, "mnemo serve: --compaction must be none or window, got \"lru\"\n");
+  EXPECT_EQ(serve.err,
+            "mnemo serve: --compaction must be none, window, score or summarize, got \"lru\"\n");
   mnemo::testing::CommandResult target = mnemo::testing::RunCommand(
       {bin, "serve", "/nonexistent.gguf", "--compaction", "window", "--compaction-target", "2"});
   EXPECT_EQ(target.exit_code, 2) << target.err;
@@ -169,9 +195,46 @@ TEST(CliCompactionFlags, ServeAndBenchRefuseBadValues) {
                                   mnemo::testing::MakeTempDir(), "--compaction-target", "1.5"});
   EXPECT_EQ(bench.exit_code, 2) << bench.err;
   EXPECT_THAT(bench.err, ::testing::HasSubstr("--compaction-target must be in (0, 1), got 1.5"));
+  mnemo::testing::CommandResult observe = mnemo::testing::RunCommand(
+      {bin, "serve", "/nonexistent.gguf", "--compaction", "score", "--compaction-observe", "0"});
+  EXPECT_EQ(observe.exit_code, 2) << observe.err;
+  EXPECT_EQ(observe.err, "mnemo serve: --compaction-observe must be >= 1, got 0\n");
+  mnemo::testing::CommandResult summary = mnemo::testing::RunCommand(
+      {bin, "bench", "multiturn", "/nonexistent.gguf", "--out", mnemo::testing::MakeTempDir(),
+       "--compaction-summary-tokens", "0"});
+  EXPECT_EQ(summary.exit_code, 2) << summary.err;
+  EXPECT_THAT(summary.err, ::testing::HasSubstr("--compaction-summary-tokens must be >= 1, got 0"));
   mnemo::testing::CommandResult help = mnemo::testing::RunCommand({bin, "serve", "--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out, ::testing::HasSubstr("--compaction-trigger-tokens N"));
+  for (const char* text : {"--compaction-observe N", "--compaction-summary-prompt TEXT",
+                           "--compaction-summary-tokens N", "summarize"}) {
+    EXPECT_THAT(help.out, ::testing::HasSubstr(text));
+  }
+}
+
+// Good values of the new flags pass the flag checks of every command that takes them: the
+// command goes on to open the model (and fails there, exit 1, on a missing file).
+TEST(CliCompactionFlags, EveryCommandTakesTheNewFlags) {
+  const std::string bin = mnemo::testing::MnemoBinary();
+  const std::vector<std::string> flags = {"--compaction",
+                                          "summarize",
+                                          "--compaction-observe",
+                                          "8",
+                                          "--compaction-summary-prompt",
+                                          "Sum up.",
+                                          "--compaction-summary-tokens",
+                                          "32"};
+  for (std::vector<std::string> argv :
+       {std::vector<std::string>{bin, "serve", "/nonexistent.gguf"},
+        std::vector<std::string>{bin, "chat", "/nonexistent.gguf"},
+        std::vector<std::string>{bin, "bench", "multiturn", "/nonexistent.gguf", "--out",
+                                 mnemo::testing::MakeTempDir()}}) {
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    mnemo::testing::CommandResult r = mnemo::testing::RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 1) << argv[1] << ": " << r.err;
+    EXPECT_THAT(r.err, ::testing::HasSubstr("nonexistent")) << argv[1];
+  }
 }
 
 }  // namespace

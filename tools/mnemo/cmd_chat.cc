@@ -1,13 +1,13 @@
 // mnemo chat MODEL [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //            [--min-p P] [--seed S] [--threads N] [--kv-budget BYTES] [--json]
-//            [--compaction none|window] [--compaction-* ...]
+//            [--compaction none|window|score|summarize] [--compaction-* ...]
 //
 // An interactive conversation on ONE engine session (tenant "local"): every input line is a
 // user turn appended to the session, so each turn computes only its new tokens; the rest of
 // the history's KV is reused. Replies stream to stdout; per-turn statistics, session ids and
 // notices go to stderr (with --json, stdout carries one JSON object per input line instead).
-// With --compaction window a turn that would overflow the context compacts the history first
-// (the first and the most recent tokens are kept); /compact does it on demand.
+// With --compaction window, score or summarize a turn that would overflow the context compacts
+// the history first (docs/compaction.md); /compact does it on demand, with any of the three.
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +26,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "cache/base/strings.h"
 #include "cache/compaction.h"
 #include "engine/engine.h"
@@ -51,9 +52,12 @@ constexpr const char kCommandHelp[] =
     "  /fork        fork the session (shares its KV) and continue on the fork\n"
     "  /rewind [N]  drop the last user turn and its reply, or keep only the first N turns\n"
     "  /reset       delete the session and start a fresh one with the same system prompt\n"
-    "  /compact [N] compact the context now: keep the first and the most recent tokens, N in\n"
-    "               all (default: the compaction target's share); earlier turns can no longer\n"
-    "               be rewound to\n"
+    "  /compact [N] [POLICY]\n"
+    "               compact the context now to N tokens (default: the compaction target's\n"
+    "               share) with POLICY: window (keep the first and the most recent tokens),\n"
+    "               score (keep the tokens recent queries attend to most) or summarize (the\n"
+    "               model summarizes the oldest turns; the summary is printed); default the\n"
+    "               session's policy, else window. Earlier turns can no longer be rewound to\n"
     "  /help        this list\n"
     "  /quit        end the chat (so does end of input)\n";
 
@@ -63,7 +67,7 @@ const CommandSpec& Spec() {
       .usage =
           "MODEL [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
           "       [--min-p P] [--seed S] [--threads N] [--kv-budget BYTES] [--json]\n"
-          "       [--compaction none|window] [--compaction-* ...]",
+          "       [--compaction none|window|score|summarize] [--compaction-* ...]",
       .summary = absl::StrCat(
           "An interactive multi-turn chat on one engine session (tenant \"local\"). Each\n"
           "line read from stdin is a user message; the reply streams to stdout and a line of\n"
@@ -339,41 +343,70 @@ class Chat {
     return absl::OkStatus();
   }
 
-  // Compacts the session now: with its own policy, or the window policy when it has none
-  // (the user asked for it); keeping `arg` tokens, or the policy's target share.
+  // Compacts the session now (`arg`: "[N] [POLICY]", in either order): with POLICY, else its
+  // own policy, else the window policy (the user asked for a compaction); keeping N tokens,
+  // else the policy's target share.
   absl::Status Compact(const std::string& arg) {
     std::optional<int64_t> keep;
-    if (!arg.empty()) {
+    std::optional<cache::CompactionPolicy> policy;
+    for (absl::string_view word : absl::StrSplit(AsAbsl(arg), ' ', absl::SkipEmpty())) {
       int64_t n = 0;
-      if (!absl::SimpleAtoi(AsAbsl(arg), &n) || n < 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("/compact takes a number of tokens to keep (>= 1), got '", arg, "'"));
+      if (absl::SimpleAtoi(word, &n)) {
+        if (keep || n < 1) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("/compact takes one number of tokens to keep (>= 1), got '", arg, "'"));
+        }
+        keep = n;
+        continue;
       }
-      keep = n;
+      auto p = cache::ParseCompactionPolicy(AsStd(word));
+      if (!p.ok() || *p == cache::CompactionPolicy::kNone || policy) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("/compact [N] [POLICY]: N a number of tokens to keep (>= 1), POLICY "
+                         "window, score or summarize; got '",
+                         arg, "'"));
+      }
+      policy = *p;
     }
     auto before = engine_.GetSession(kTenant, session_);
     if (!before.ok()) return before.status();
-    std::optional<cache::CompactionPolicy> policy;
-    if (before->compaction_policy == cache::CompactionPolicy::kNone) {
+    if (!policy && before->compaction_policy == cache::CompactionPolicy::kNone) {
       policy = cache::CompactionPolicy::kWindow;
     }
     auto after = engine_.Compact(kTenant, session_, policy, keep);
     if (!after.ok()) return after.status();
-    const int64_t dropped = before->n_tokens - after->n_tokens;
+    if (after->compaction_log.empty()) {
+      return absl::InternalError("the compaction left no entry in the session's log");
+    }
+    const cache::CompactionRecord& done = after->compaction_log.back();
+    int64_t summarized = 0;
+    for (const cache::TokenRange& r : done.summarized) summarized += r.size();
+    const int64_t shrunk = before->n_tokens - after->n_tokens;
     if (opts_.json) {
-      Emit({{"event", "compact"},
-            {"id", session_},
-            {"tokens_before", before->n_tokens},
-            {"tokens_after", after->n_tokens},
-            {"dropped_tokens", dropped},
-            {"compactions", after->compactions},
-            {"compacted_tokens", after->compacted_tokens},
-            {"rewind_floor", std::max<int64_t>(after->rewind_floor - system_turns_, 0)}});
+      json event = {{"event", "compact"},
+                    {"id", session_},
+                    {"policy", done.policy},
+                    {"tokens_before", before->n_tokens},
+                    {"tokens_after", after->n_tokens},
+                    {"dropped_tokens", shrunk},
+                    {"summarized_tokens", summarized},
+                    {"compactions", after->compactions},
+                    {"compacted_tokens", after->compacted_tokens},
+                    {"rewind_floor", std::max<int64_t>(after->rewind_floor - system_turns_, 0)}};
+      if (!done.summarized.empty()) event["summary"] = done.summary;
+      Emit(event);
     } else {
+      const std::string what =
+          done.summarized.empty()
+              ? absl::StrCat(shrunk, " dropped")
+              : absl::StrCat(summarized, " summarized into ", summarized - shrunk);
       Notice(absl::StrCat("compacted ", before->n_tokens, " -> ", after->n_tokens, " tokens (",
-                          dropped, " dropped; ", after->compactions,
+                          done.policy, ": ", what, "; ", after->compactions,
                           after->compactions == 1 ? " compaction" : " compactions", ", ",
-                          after->compacted_tokens, " tokens dropped so far)"));
+                          after->compacted_tokens, " tokens compacted so far)"));
+      if (!done.summarized.empty()) {
+        Notice(absl::StrCat("summary: ", done.summary.empty() ? "(empty)" : done.summary));
+      }
     }
     return absl::OkStatus();
   }

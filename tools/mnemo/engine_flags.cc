@@ -9,38 +9,61 @@
 namespace mnemo::cli {
 
 std::vector<FlagSpec> CompactionFlagSpecs() {
-  return {{"compaction", true, "POLICY",
-           "sessions' context compaction: none (default: a full context refuses the turn) or "
-           "window (keep the first and the most recent tokens)"},
-          {"compaction-sinks", true, "N", "window: the first tokens always kept (default 4)"},
-          {"compaction-trigger", true, "F",
-           "compact once a turn passes F x the context length, 0 < F <= 1 (default 1)"},
-          {"compaction-trigger-tokens", true, "N",
-           "compact once a turn passes N tokens (default 0: off)"},
-          {"compaction-target", true, "F",
-           "keep F of the limit that triggered, 0 < F < 1 (default 0.5)"},
-          {"compaction-max-session-bytes", true, "BYTES",
-           "compact once a session's KV passes BYTES (default 0: off)"}};
+  return {
+      {"compaction", true, "POLICY",
+       "sessions' context compaction: none (default: a full context refuses the turn), "
+       "window (keep the first and the most recent tokens), score (keep the tokens recent "
+       "queries attend to most) or summarize (the model summarizes the oldest turns)"},
+      {"compaction-sinks", true, "N", "window and score: the first tokens always kept (default 4)"},
+      {"compaction-trigger", true, "F",
+       "compact once a turn passes F x the context length, 0 < F <= 1 (default 1)"},
+      {"compaction-trigger-tokens", true, "N",
+       "compact once a turn passes N tokens (default 0: off)"},
+      {"compaction-target", true, "F",
+       "keep F of the limit that triggered, 0 < F < 1 (default 0.5)"},
+      {"compaction-max-session-bytes", true, "BYTES",
+       "compact once a session's KV passes BYTES (default 0: off)"},
+      {"compaction-observe", true, "N",
+       "score: the last N tokens, whose queries score the others (default 32)"},
+      {"compaction-summary-prompt", true, "TEXT",
+       "summarize: the instruction the model is given to write the summary"},
+      {"compaction-summary-tokens", true, "N",
+       "summarize: the longest summary, in tokens (default 256)"}};
 }
 
 absl::Status ApplyCompactionFlags(const ParsedArgs& args, cache::CompactionOptions* o) {
   if (auto policy = args.Get("compaction")) {
     auto p = cache::ParseCompactionPolicy(*policy);
     if (!p.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--compaction must be none or window, got \"", *policy, "\""));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--compaction must be none, window, score or summarize, got \"", *policy, "\""));
     }
     o->policy = *p;
   }
-  for (auto [flag, into] : {std::pair{"compaction-sinks", &o->sink_tokens},
-                            std::pair{"compaction-trigger-tokens", &o->trigger_tokens}}) {
-    if (!args.Has(flag)) continue;
-    auto v = args.GetInt(flag, 0);
+  // Token counts: at least `min` (and at most 2^40).
+  struct TokenFlag {
+    const char* name;
+    int64_t min;
+    int64_t* into;
+  };
+  for (const TokenFlag& t : {TokenFlag{"compaction-sinks", 0, &o->sink_tokens},
+                             TokenFlag{"compaction-trigger-tokens", 0, &o->trigger_tokens},
+                             TokenFlag{"compaction-observe", 1, &o->observe_tokens},
+                             TokenFlag{"compaction-summary-tokens", 1, &o->summary_max_tokens}}) {
+    if (!args.Has(t.name)) continue;
+    auto v = args.GetInt(t.name, 0);
     if (!v.ok()) return v.status();
-    if (*v < 0 || *v > (int64_t{1} << 40)) {
-      return absl::InvalidArgumentError(absl::StrCat("--", flag, " must be >= 0, got ", *v));
+    if (*v < t.min || *v > (int64_t{1} << 40)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", t.name, " must be >= ", t.min, ", got ", *v));
     }
-    *into = *v;
+    *t.into = *v;
+  }
+  if (auto prompt = args.Get("compaction-summary-prompt")) {
+    if (prompt->empty()) {
+      return absl::InvalidArgumentError("--compaction-summary-prompt must not be empty");
+    }
+    o->summary_prompt = *prompt;
   }
   if (auto text = args.Get("compaction-max-session-bytes")) {
     auto bytes = ParseByteSize(*text);

@@ -19,9 +19,10 @@ namespace mnemo::cli {
 absl::Status ApplyEngineFlags(const ParsedArgs& args, engine::EngineOptions* eo);
 
 // The sessions' default context compaction (cache/compaction.h, docs/compaction.md):
-// --compaction none|window, --compaction-sinks N, --compaction-trigger F (a fraction of the
-// context length), --compaction-trigger-tokens N, --compaction-target F,
-// --compaction-max-session-bytes BYTES.
+// --compaction none|window|score|summarize, --compaction-sinks N, --compaction-trigger F (a
+// fraction of the context length), --compaction-trigger-tokens N, --compaction-target F,
+// --compaction-max-session-bytes BYTES, --compaction-observe N (score: the observation
+// window), --compaction-summary-prompt TEXT and --compaction-summary-tokens N (summarize).
 std::vector<FlagSpec> CompactionFlagSpecs();
 
 // Applies the compaction flags that are given over `o`. InvalidArgument naming the flag for
