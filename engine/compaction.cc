@@ -130,7 +130,7 @@ absl::Status Engine::Impl::PlanTurnCompaction(Seq& seq, int64_t history, int64_t
   if (o.policy == CompactionPolicy::kScore) {
     floor_keep = o.sink_tokens + n_delta + o.observe_tokens + opts.block_tokens + kLagTokens;
   } else if (o.policy == CompactionPolicy::kSummarize) {
-    floor_keep = SummaryHead(s, o) + o.summary_max_tokens + kSummaryFramingTokens + n_delta + 1;
+    floor_keep = SummaryHead(s, o) + SummaryRoom(s, o) + n_delta + 1;
   }
   if (floor_keep + reply > ctx) return overflow();
   int64_t keep = static_cast<int64_t>(std::floor(o.target_fraction * static_cast<double>(limit)));
@@ -444,6 +444,12 @@ int64_t Engine::Impl::SummaryHead(const SessionState& s, const CompactionOptions
              : 0;
 }
 
+int64_t Engine::Impl::SummaryRoom(const SessionState& s, const CompactionOptions& o) const {
+  // The framing of an empty summary, and a few tokens for the text to tokenize differently
+  // inside it than alone.
+  return o.summary_max_tokens + static_cast<int64_t>(FrameSummary(s, "").size()) + 4;
+}
+
 absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(SessionState* s,
                                                                        const CompactionOptions& o,
                                                                        int64_t keep,
@@ -454,7 +460,7 @@ absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(SessionSt
   const int64_t head = SummaryHead(*s, o);
   // The summary and its framing take at most `room` tokens of the rebuilt history; the
   // oldest turns from the head on are summarized, up to a turn boundary where one fits.
-  const int64_t room = o.summary_max_tokens + kSummaryFramingTokens;
+  const int64_t room = SummaryRoom(*s, o);
   const int64_t bound = n - (keep - head - room);
   if (keep - head - room < 0 || bound > protect_from || bound <= head) {
     return absl::InvalidArgumentError(absl::StrCat(

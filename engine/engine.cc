@@ -207,7 +207,8 @@ SessionInfo Engine::Impl::Info(const SessionState& s) {
     info.host_byte_seconds = r.byte_seconds[1];
     info.disk_byte_seconds = r.byte_seconds[2];
   }
-  info.compaction_policy = CompactionFor(s, nullptr).policy;
+  info.compaction = CompactionFor(s, nullptr);
+  info.compaction_policy = info.compaction.policy;
   info.compactions = static_cast<int64_t>(s.compaction_log.size());
   info.compacted_tokens = cache::CompactedTokens(s.compaction_log);
   // Back over every latest compaction whose state was kept.

@@ -274,6 +274,7 @@ struct SessionInfo {
   // history tokens that dropped, and the fewest turns a rewind may keep (the state of
   // earlier turns is gone unless kept: CompactionOptions::keep_history).
   cache::CompactionPolicy compaction_policy = cache::CompactionPolicy::kNone;
+  cache::CompactionOptions compaction;  // the options its turns use (policy included)
   int64_t compactions = 0;
   int64_t compacted_tokens = 0;
   int64_t rewind_floor = 0;

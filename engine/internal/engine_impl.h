@@ -324,8 +324,9 @@ struct Engine::Impl {
   // Tokens whose KV may lag a session's history when a turn starts (a reply's last token
   // and the template's end-of-turn text), allowed for in the score policy's floor.
   static constexpr int64_t kLagTokens = 8;
-  // Tokens the framing of a summary may add to it (role markers, "Summary of ...").
-  static constexpr int64_t kSummaryFramingTokens = 32;
+  // The tokens a summary may take in the rebuilt history: summary_max_tokens and its framing
+  // (role markers, "Summary of ...").
+  int64_t SummaryRoom(const SessionState& s, const cache::CompactionOptions& o) const;
   // Runs the compaction PlanTurnCompaction planned for `seq`, once. ResourceExhausted: it
   // must wait for free blocks; any other error ends the turn.
   absl::Status CompactForTurn(Seq& seq);

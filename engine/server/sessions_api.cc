@@ -134,7 +134,22 @@ Json CompactionLogEntry(const cache::CompactionRecord& r) {
             {"position_shift", r.position_shift},
             {"turns", r.turns}};
   if (!r.summary.empty()) e["summary"] = r.summary;
+  e["kept"] = !r.kept.empty();  // the state before it is kept (a rewind can go back past it)
   return e;
+}
+
+// The options the session's turns compact with (the fields session creation takes).
+Json CompactionOptionsObject(const cache::CompactionOptions& o) {
+  return {{"policy", std::string(cache::CompactionPolicyName(o.policy))},
+          {"sink_tokens", o.sink_tokens},
+          {"trigger_fraction", o.trigger_fraction},
+          {"trigger_tokens", o.trigger_tokens},
+          {"max_session_bytes", o.max_session_bytes},
+          {"target_fraction", o.target_fraction},
+          {"observe_tokens", o.observe_tokens},
+          {"summary_prompt", o.summary_prompt},
+          {"summary_max_tokens", o.summary_max_tokens},
+          {"keep_history", o.keep_history}};
 }
 
 Json CompactionObject(const engine::SessionInfo& s) {
@@ -144,6 +159,7 @@ Json CompactionObject(const engine::SessionInfo& s) {
           {"compactions", s.compactions},
           {"compacted_tokens", s.compacted_tokens},
           {"rewind_floor", s.rewind_floor},
+          {"options", CompactionOptionsObject(s.compaction)},
           {"log", std::move(log)}};
 }
 
@@ -293,7 +309,8 @@ CompactionField ReadCompaction(const Json& body, const cache::CompactionOptions&
   }
   FieldReader rf(*it, "compaction.");
   rf.OnlyKnown({"policy", "sink_tokens", "trigger_fraction", "trigger_tokens", "max_session_bytes",
-                "target_fraction", "observe_tokens", "summary_prompt", "summary_max_tokens"});
+                "target_fraction", "observe_tokens", "summary_prompt", "summary_max_tokens",
+                "keep_history"});
   cache::CompactionOptions o = base;
   if (auto name = rf.String("policy")) {
     auto policy = cache::ParseCompactionPolicy(*name);
@@ -309,6 +326,7 @@ CompactionField ReadCompaction(const Json& body, const cache::CompactionOptions&
   if (auto n = rf.Int("sink_tokens", 0, kMaxTokens)) o.sink_tokens = *n;
   if (auto n = rf.Int("trigger_tokens", 0, kMaxTokens)) o.trigger_tokens = *n;
   if (auto n = rf.Int("observe_tokens", 1, kMaxTokens)) o.observe_tokens = *n;
+  if (auto keep = rf.Bool("keep_history")) o.keep_history = *keep;
   if (auto n = rf.Int("summary_max_tokens", 1, kMaxTokens)) o.summary_max_tokens = *n;
   if (auto prompt = rf.String("summary_prompt")) {
     if (prompt->empty()) rf.Fail("summary_prompt", "must not be empty");

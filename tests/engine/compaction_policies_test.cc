@@ -162,12 +162,15 @@ TEST(CompactionPolicies, SummarizeRebuildsSinksSummaryAndRecentTokens) {
   ASSERT_EQ(info->compaction_log.size(), 1u);
   const cache::CompactionRecord& rec = info->compaction_log[0];
   EXPECT_EQ(rec.policy, "summarize");
-  // keep 120 = 4 sinks + (12 + 32) of summary room + the 72 most recent tokens.
-  const int64_t cut = 200 - (120 - 4 - 44);
+  // keep 120 = 4 sinks + the summary's room (12 tokens, the framing of an empty summary and
+  // 4 to spare) + the most recent tokens.
+  const EncodeOptions raw = {.add_bos = false, .parse_special = false};
+  const auto framing = static_cast<int64_t>(
+      e->tokenizer().Encode("Summary of the earlier conversation: \n\n", raw).size());
+  const int64_t cut = 200 - (120 - 4 - (12 + framing + 4));
   EXPECT_EQ(rec.summarized, (std::vector<TokenRange>{{4, cut}}));
   EXPECT_TRUE(rec.dropped.empty());
 
-  const EncodeOptions raw = {.add_bos = false, .parse_special = false};
   std::vector<TokenId> ask(all.begin(), all.begin() + cut);
   const std::vector<TokenId> instruction =
       e->tokenizer().Encode(absl::StrCat("\n\n", o.compaction.summary_prompt, "\n"), raw);

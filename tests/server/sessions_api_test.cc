@@ -485,11 +485,14 @@ TEST(SessionsApiTest, CompactDropsHistoryAndTheSessionGoesOn) {
   auto t = SmallContextServer();
   ASSERT_NE(t, nullptr);
   const Json created = Create(*t);
-  EXPECT_EQ(created["compaction"], Json({{"policy", "none"},
-                                         {"compactions", 0},
-                                         {"compacted_tokens", 0},
-                                         {"rewind_floor", 0},
-                                         {"log", Json::array()}}));
+  Json compaction = created["compaction"];
+  EXPECT_EQ(compaction["options"]["policy"], "none");
+  compaction.erase("options");
+  EXPECT_EQ(compaction, Json({{"policy", "none"},
+                              {"compactions", 0},
+                              {"compacted_tokens", 0},
+                              {"rewind_floor", 0},
+                              {"log", Json::array()}}));
   const std::string id = created["id"];
   const std::string path = "/v1/sessions/" + id;
   const Json first = Turn(*t, id, Words(120));
@@ -615,8 +618,17 @@ TEST(SessionsApiTest, CreationTakesCompactionOptions) {
                                {"trigger_fraction", 0.9},
                                {"trigger_tokens", 100},
                                {"max_session_bytes", 0},
-                               {"target_fraction", 0.25}}}});
+                               {"target_fraction", 0.25},
+                               {"keep_history", true}}}});
   EXPECT_EQ(s["compaction"]["policy"], "window");
+  // The session object says what it compacts with: what was sent, the rest the defaults.
+  const Json& opts = s["compaction"]["options"];
+  EXPECT_EQ(opts["sink_tokens"], 2);
+  EXPECT_EQ(opts["trigger_tokens"], 100);
+  EXPECT_EQ(opts["target_fraction"], 0.25);
+  EXPECT_EQ(opts["keep_history"], true);
+  EXPECT_EQ(opts["observe_tokens"], 32);
+  EXPECT_EQ(opts["summary_max_tokens"], 256);
   const std::string id = s["id"];
   const Json first = Turn(*t, id, Words(60));
   EXPECT_EQ(first["usage"]["compacted_tokens"], 0);
@@ -626,7 +638,9 @@ TEST(SessionsApiTest, CreationTakesCompactionOptions) {
   const Json obj = ParseJson(t->Get("/v1/sessions/" + id)->body);
   EXPECT_EQ(obj["compaction"]["compactions"], 1);
   EXPECT_EQ(obj["compaction"]["compacted_tokens"], second["usage"]["compacted_tokens"]);
-  EXPECT_EQ(obj["compaction"]["rewind_floor"], 1);
+  // The state before the compaction was kept: the session can still go back to turn 0.
+  EXPECT_EQ(obj["compaction"]["rewind_floor"], 0);
+  EXPECT_EQ(obj["compaction"]["log"][0]["kept"], true);
 
   const Json plain = Create(*t);
   Turn(*t, plain["id"], Words(60));
@@ -650,6 +664,7 @@ TEST(SessionsApiTest, CreationTakesCompactionOptions) {
       {{{"target_fraction", 0}}, "compaction.target_fraction"},
       {{{"target_fraction", "half"}}, "compaction.target_fraction"},
       {{{"sinks", 4}}, "compaction.sinks"},
+      {{{"keep_history", "yes"}}, "compaction.keep_history"},
       {{{"observe_tokens", 0}}, "compaction.observe_tokens"},
       {{{"observe_tokens", -3}}, "compaction.observe_tokens"},
       {{{"observe_tokens", "all"}}, "compaction.observe_tokens"},

@@ -131,6 +131,10 @@ TEST(CliCompactionFlags, SetEveryField) {
   EXPECT_EQ(none->observe_tokens, 32);
   EXPECT_EQ(none->summary_prompt, cache::CompactionOptions::kDefaultSummaryPrompt);
   EXPECT_EQ(none->summary_max_tokens, 256);
+  EXPECT_FALSE(none->keep_history);
+  auto keep = CompactionFrom({"--compaction", "window", "--compaction-keep-history"});
+  ASSERT_TRUE(keep.ok()) << keep.status();
+  EXPECT_TRUE(keep->keep_history);
   auto score = CompactionFrom({"--compaction", "score", "--compaction-observe", "16"});
   ASSERT_TRUE(score.ok()) << score.status();
   EXPECT_EQ(score->policy, cache::CompactionPolicy::kScore);

@@ -34,7 +34,7 @@ const CommandSpec& Spec() {
           "MODEL [--host H] [--port P] [--state-dir DIR] [--device-budget BYTES]\n"
           "       [--host-budget BYTES] [--disk-budget BYTES] [--api-keys FILE] [--threads N]\n"
           "       [--config FILE] [--durability MODE] [--insecure] [--audit-log FILE]\n"
-          "       [--compaction none|window] [--compaction-* ...]",
+          "       [--compaction none|window|score|summarize] [--compaction-* ...]",
       .summary =
           "Serves MODEL over HTTP: the OpenAI API (/v1/chat/completions, /v1/completions,\n"
           "/v1/responses), mnemo's session API (/v1/sessions) and /metrics (docs/api.md).\n"

@@ -28,7 +28,10 @@ std::vector<FlagSpec> CompactionFlagSpecs() {
       {"compaction-summary-prompt", true, "TEXT",
        "summarize: the instruction the model is given to write the summary"},
       {"compaction-summary-tokens", true, "N",
-       "summarize: the longest summary, in tokens (default 256)"}};
+       "summarize: the longest summary, in tokens (default 256)"},
+      {"compaction-keep-history", false, "",
+       "keep the state before each compaction on the lowest tier, so that a rewind can go "
+       "back past it"}};
 }
 
 absl::Status ApplyCompactionFlags(const ParsedArgs& args, cache::CompactionOptions* o) {
@@ -59,6 +62,7 @@ absl::Status ApplyCompactionFlags(const ParsedArgs& args, cache::CompactionOptio
     }
     *t.into = *v;
   }
+  if (args.Has("compaction-keep-history")) o->keep_history = true;
   if (auto prompt = args.Get("compaction-summary-prompt")) {
     if (prompt->empty()) {
       return absl::InvalidArgumentError("--compaction-summary-prompt must not be empty");
