@@ -42,13 +42,6 @@ EngineOptions PolicyOptions(CompactionPolicy policy) {
   return o;
 }
 
-std::string SessionWith(Engine& e, const std::vector<TokenId>& tokens) {
-  const std::string id = NewSession(e, "t");
-  const TurnResult r = Await(e.Continue("t", id, TokenTurn(tokens, 0)));
-  EXPECT_TRUE(r.status.ok()) << r.status;
-  return id;
-}
-
 std::vector<TokenId> Without(const std::vector<TokenId>& all, const std::vector<TokenRange>& drop) {
   std::vector<TokenId> out;
   for (int64_t p = 0; p < static_cast<int64_t>(all.size()); ++p) {
@@ -85,7 +78,7 @@ TEST(CompactionPolicies, ScoreDropsWhatTheWindowAttendsLeastAndReRotatesEveryKey
   auto model = TestModel(Architecture::kLlama, kCtx);
   auto e = MakeEngine(*model, PolicyOptions(CompactionPolicy::kScore));
   const std::vector<TokenId> all = testing::SomeTokens(200, kTestModelVocabSize, 21);
-  const std::string id = SessionWith(*e, all);
+  const std::string id = SessionWithKv(*e, all);
   auto info = e->Compact("t", id, std::nullopt, 70);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->n_tokens, 70);
@@ -104,12 +97,7 @@ TEST(CompactionPolicies, ScoreDropsWhatTheWindowAttendsLeastAndReRotatesEveryKey
   const std::vector<TokenId> kept = Without(all, rec.dropped);
   EXPECT_EQ(Tokens(*e, "t", id), kept);
 
-  const std::string direct = SessionWith(*e, kept);
-  const KvAgreement a =
-      CompareLayerZero(KvBytes(*e, "t", id), KvBytes(*e, "t", direct), LayoutOf(*model), 70, 4);
-  EXPECT_LT(a.worst_key, 2e-3) << "re-rotated keys vs keys at the new positions";
-  EXPECT_EQ(a.value_mismatches, 0);
-  EXPECT_EQ(a.sink_mismatches, 0);
+  const std::string direct = ExpectKeysAtTheirNewPositions(*e, *model, id, 70, 4);
   EXPECT_TRUE(e->CheckInvariants().ok());
   // Too little room for the window and the sinks: a clear error, nothing changed.
   auto small = e->Compact("t", direct, std::nullopt, 20);
@@ -124,7 +112,7 @@ TEST(CompactionPolicies, ScoreAtATurnObservesTheNewTurn) {
   auto model = TestModel(Architecture::kLlama, kCtx);
   auto e = MakeEngine(*model);
   const std::vector<TokenId> all = testing::SomeTokens(240, kTestModelVocabSize, 41);
-  const std::string id = SessionWith(*e, std::vector<TokenId>(all.begin(), all.begin() + 200));
+  const std::string id = SessionWithKv(*e, std::vector<TokenId>(all.begin(), all.begin() + 200));
   TurnParams p = TokenTurn(std::vector<TokenId>(all.begin() + 200, all.end()), 2);
   p.compaction = CompactionOptions{.policy = CompactionPolicy::kScore,
                                    .sink_tokens = 4,
@@ -156,7 +144,7 @@ TEST(CompactionPolicies, SummarizeRebuildsSinksSummaryAndRecentTokens) {
   const EngineOptions o = PolicyOptions(CompactionPolicy::kSummarize);
   auto e = MakeEngine(*model, o);
   const std::vector<TokenId> all = testing::SomeTokens(200, kTestModelVocabSize, 31);
-  const std::string id = SessionWith(*e, all);
+  const std::string id = SessionWithKv(*e, all);
   auto info = e->Compact("t", id, std::nullopt, 120);
   ASSERT_TRUE(info.ok()) << info.status();
   ASSERT_EQ(info->compaction_log.size(), 1u);
@@ -252,7 +240,7 @@ TEST(CompactionPolicies, ATurnWhoseCompactionFailsEndsWithItsError) {
   EngineOptions o = PolicyOptions(CompactionPolicy::kSummarize);
   o.compaction.summary_prompt = CompactionOptions::kDefaultSummaryPrompt;
   auto e = MakeEngine(*model, o);
-  const std::string id = SessionWith(*e, testing::SomeTokens(240, kTestModelVocabSize, 4));
+  const std::string id = SessionWithKv(*e, testing::SomeTokens(240, kTestModelVocabSize, 4));
   const std::vector<TokenId> before = Tokens(*e, "t", id);
   const TurnResult r =
       Await(e->Continue("t", id, TokenTurn(testing::SomeTokens(40, kTestModelVocabSize, 5), 4)));

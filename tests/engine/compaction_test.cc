@@ -33,14 +33,6 @@ EngineOptions WindowOptions(EngineOptions o = {}) {
   return o;
 }
 
-// A session holding `tokens` with their KV (a turn that samples nothing).
-std::string SessionWith(Engine& e, const std::vector<TokenId>& tokens) {
-  const std::string id = NewSession(e, "t");
-  const TurnResult r = Await(e.Continue("t", id, TokenTurn(tokens, 0)));
-  EXPECT_TRUE(r.status.ok()) << r.status;
-  return id;
-}
-
 std::vector<TokenId> Window(const std::vector<TokenId>& all, int sinks, int keep) {
   std::vector<TokenId> want(all.begin(), all.begin() + sinks);
   want.insert(want.end(), all.end() - (keep - sinks), all.end());
@@ -55,7 +47,7 @@ TEST(Compaction, WindowKeepsSinksAndRecentAndReRotatesKeys) {
   auto model = TestModel(Architecture::kLlama, kCtx);
   auto e = MakeEngine(*model, WindowOptions());
   const std::vector<TokenId> all = testing::SomeTokens(200, kTestModelVocabSize, 7);
-  const std::string id = SessionWith(*e, all);
+  const std::string id = SessionWithKv(*e, all);
   auto info = e->Compact("t", id, std::nullopt, 60);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->n_tokens, 60);
@@ -65,13 +57,7 @@ TEST(Compaction, WindowKeepsSinksAndRecentAndReRotatesKeys) {
   const std::vector<TokenId> want = Window(all, 4, 60);
   EXPECT_EQ(Tokens(*e, "t", id), want);
 
-  const std::string direct = SessionWith(*e, want);
-  const KvAgreement agree =
-      CompareLayerZero(KvBytes(*e, "t", id), KvBytes(*e, "t", direct), LayoutOf(*model), 60, 4);
-  // Two f16 roundings (2^-11 each) and the f32 rotation.
-  EXPECT_LT(agree.worst_key, 2e-3) << "re-rotated keys vs keys at the new positions";
-  EXPECT_EQ(agree.value_mismatches, 0);
-  EXPECT_EQ(agree.sink_mismatches, 0);
+  ExpectKeysAtTheirNewPositions(*e, *model, id, 60, 4);
   EXPECT_TRUE(e->CheckInvariants().ok());
 }
 
@@ -80,7 +66,7 @@ TEST(Compaction, WindowKeepsSinksAndRecentAndReRotatesKeys) {
 TEST(Compaction, BlocksAreAccountedExactly) {
   auto model = TestModel(Architecture::kLlama, kCtx);
   auto e = MakeEngine(*model, WindowOptions());
-  const std::string id = SessionWith(*e, testing::SomeTokens(230, kTestModelVocabSize, 3));
+  const std::string id = SessionWithKv(*e, testing::SomeTokens(230, kTestModelVocabSize, 3));
   EXPECT_EQ(e->Stats().blocks_in_use, (230 + 15) / 16);
   auto info = e->Compact("t", id, std::nullopt, 70);
   ASSERT_TRUE(info.ok()) << info.status();
@@ -95,7 +81,7 @@ TEST(Compaction, BlocksAreAccountedExactly) {
 TEST(Compaction, NoneRefusesTheOverflowingTurn) {
   auto model = TestModel(Architecture::kLlama, kCtx);
   auto e = MakeEngine(*model);
-  const std::string id = SessionWith(*e, testing::SomeTokens(250, kTestModelVocabSize, 5));
+  const std::string id = SessionWithKv(*e, testing::SomeTokens(250, kTestModelVocabSize, 5));
   auto st = e->Continue("t", id, TokenTurn(testing::SomeTokens(10, kTestModelVocabSize, 6), 4));
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
@@ -103,7 +89,7 @@ TEST(Compaction, NoneRefusesTheOverflowingTurn) {
   EXPECT_EQ(Info(*e, "t", id).n_tokens, 250);
   EXPECT_EQ(e->Compact("t", id).status().code(), absl::StatusCode::kInvalidArgument);
   // A turn that only computes KV needs no room for a reply: it may fill the context exactly.
-  const std::string full = SessionWith(*e, testing::SomeTokens(250, kTestModelVocabSize, 5));
+  const std::string full = SessionWithKv(*e, testing::SomeTokens(250, kTestModelVocabSize, 5));
   EXPECT_TRUE(
       Await(e->Continue("t", full, TokenTurn(testing::SomeTokens(6, kTestModelVocabSize, 8), 0)))
           .status.ok());
@@ -175,7 +161,7 @@ TEST(Compaction, ByteBudgetKeepsTheSessionUnderIt) {
 TEST(Compaction, CompactedBlocksAreNeverPublished) {
   auto model = TestModel(Architecture::kLlama, kCtx);
   auto e = MakeEngine(*model, WindowOptions());
-  const std::string id = SessionWith(*e, testing::SomeTokens(200, kTestModelVocabSize, 9));
+  const std::string id = SessionWithKv(*e, testing::SomeTokens(200, kTestModelVocabSize, 9));
   ASSERT_TRUE(e->Compact("t", id, std::nullopt, 64).ok());
   ASSERT_TRUE(
       Await(e->Continue("t", id, TokenTurn(testing::SomeTokens(40, kTestModelVocabSize, 10), 2)))
@@ -216,7 +202,7 @@ TEST_P(CompactedSessions, ForkSpillRestoreExportImportRestart) {
   std::vector<cache::CompactionRecord> log;
   {
     auto e = MakeEngine(*model, TierOptions(root + "/a", policy));
-    id = SessionWith(*e, testing::SomeTokens(180, kTestModelVocabSize, 11));
+    id = SessionWithKv(*e, testing::SomeTokens(180, kTestModelVocabSize, 11));
     auto compacted = e->Compact("t", id, std::nullopt, 50);
     ASSERT_TRUE(compacted.ok()) << compacted.status();
     log = compacted->compaction_log;

@@ -170,4 +170,26 @@ inline KvAgreement CompareLayerZero(const std::string& a, const std::string& b,
   return out;
 }
 
+// A session of tenant "t" holding `tokens` with their KV (a turn that samples nothing).
+inline std::string SessionWithKv(Engine& e, const std::vector<TokenId>& tokens) {
+  const std::string id = NewSession(e, "t");
+  const TurnResult r = Await(e.Continue("t", id, TokenTurn(tokens, 0)));
+  EXPECT_TRUE(r.status.ok()) << r.status;
+  return id;
+}
+
+// Compacted session `id` (tenant "t", all n tokens with KV) against a session computed afresh
+// from its tokens: layer 0's keys equal within two f16 roundings and the f32 rotation, its
+// values and every layer's first `sinks` keys bit for bit. Returns the fresh session's id.
+inline std::string ExpectKeysAtTheirNewPositions(Engine& e, const Model& model,
+                                                 const std::string& id, int64_t n, int64_t sinks) {
+  const std::string direct = SessionWithKv(e, Tokens(e, "t", id));
+  const KvAgreement a =
+      CompareLayerZero(KvBytes(e, "t", id), KvBytes(e, "t", direct), LayoutOf(model), n, sinks);
+  EXPECT_LT(a.worst_key, 2e-3) << "re-rotated keys vs keys at the new positions";
+  EXPECT_EQ(a.value_mismatches, 0);
+  EXPECT_EQ(a.sink_mismatches, 0);
+  return direct;
+}
+
 }  // namespace mnemo::engine
