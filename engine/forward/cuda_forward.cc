@@ -309,6 +309,8 @@ class CudaForward : public ForwardPass {
   uint64_t kv_capacity_bytes() const override { return arena_memory_->capacity(); }
   absl::Status Forward(const kernels::KvArenaView& kv, std::span<const SeqBatchEntry> batch,
                        float* logits) override;
+  absl::Status ObserveAttention(const kernels::KvArenaView& kv, const SeqBatchEntry& entry,
+                                int64_t observe_from, std::span<float> mass) override;
 
  private:
   CudaForward() = default;
@@ -345,6 +347,10 @@ class CudaForward : public ForwardPass {
   DeviceBuffer act_;   // ActivationLayout
   DeviceBuffer gemm_scratch_;
   DeviceBuffer attn_scratch_;
+  // Set only during ObserveAttention: the first observed row and the device mass array.
+  int64_t observe_from_ = 0;
+  float* observe_mass_ = nullptr;
+  DeviceBuffer mass_;
 };
 
 absl::Status CudaForward::Walk(const ModelWeights& w, Uploader& up) {
@@ -495,6 +501,27 @@ absl::Status CudaForward::Forward(const kernels::KvArenaView& kv,
   return sync;
 }
 
+absl::Status CudaForward::ObserveAttention(const kernels::KvArenaView& kv,
+                                           const SeqBatchEntry& entry, int64_t observe_from,
+                                           std::span<float> mass) {
+  if (absl::Status st = ValidateObserve(entry, observe_from, mass.size()); !st.ok()) return st;
+  MNEMO_CUDA_TRY(cudaSetDevice(device_.index), "cudaSetDevice");
+  const size_t bytes = mass.size() * sizeof(float);
+  MNEMO_STATUS_TRY(Reserve(mass_, bytes, "attention mass"));
+  MNEMO_CUDA_TRY(cudaMemsetAsync(mass_.data(), 0, bytes, stream_), "mass reset");
+  SeqBatchEntry e = entry;
+  e.logits = LogitRows::kNone;
+  observe_from_ = observe_from;
+  observe_mass_ = static_cast<float*>(mass_.data());
+  const absl::Status st = Forward(kv, std::span<const SeqBatchEntry>(&e, 1), nullptr);
+  observe_mass_ = nullptr;
+  if (!st.ok()) return st;
+  std::vector<float> got(mass.size());
+  MNEMO_CUDA_TRY(cudaMemcpy(got.data(), mass_.data(), bytes, cudaMemcpyDeviceToHost), "mass copy");
+  for (size_t i = 0; i < got.size(); ++i) mass[i] += got[i];
+  return absl::OkStatus();
+}
+
 absl::Status CudaForward::Enqueue(const kernels::KvArenaView& kv, float* logits) {
   const ModelConfig& c = config_;
   const int64_t T = plan_.rows();
@@ -638,7 +665,7 @@ absl::Status CudaForward::Enqueue(const kernels::KvArenaView& kv, float* logits)
             {.kv = kv, .layer = l, .seqs = seqs, .k = k, .ldk = ldkv, .v = v, .ldv = ldkv}, T,
             stream_),
         "KvWrite");
-    MNEMO_CUDA_TRY(kernels::CudaPagedAttention({.kv = kv,
+    const kernels::AttentionParams attention = {.kv = kv,
                                                 .layer = l,
                                                 .seqs = seqs,
                                                 .n_heads = c.n_heads,
@@ -647,9 +674,15 @@ absl::Status CudaForward::Enqueue(const kernels::KvArenaView& kv, float* logits)
                                                 .out = h,
                                                 .ldo = q_dim,
                                                 .scale = 1.0f / std::sqrt(static_cast<float>(hd)),
-                                                .sliding_window = c.sliding_window},
-                                               T, max_kv_len, attn_scratch, attn_bytes, stream_),
-                   "PagedAttention");
+                                                .sliding_window = c.sliding_window};
+    MNEMO_CUDA_TRY(
+        kernels::CudaPagedAttention(attention, T, max_kv_len, attn_scratch, attn_bytes, stream_),
+        "PagedAttention");
+    if (observe_mass_ != nullptr) {
+      MNEMO_CUDA_TRY(
+          kernels::CudaAttentionMass(attention, observe_from_, T, observe_mass_, stream_),
+          "AttentionMass");
+    }
     MNEMO_STATUS_TRY(matmul(L.o, h, T, q_dim, L.o_bias, proj, d));
     MNEMO_STATUS_TRY(add(proj, x));
 

@@ -212,13 +212,25 @@ absl::StatusOr<std::unique_ptr<ForwardPass>> CreateForwardPass(const Model& mode
 #endif
 }
 
+absl::Status ValidateObserve(const SeqBatchEntry& entry, int64_t observe_from, size_t mass_size) {
+  const auto n = static_cast<int64_t>(entry.tokens.size());
+  if (observe_from < 0 || observe_from >= n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("observe_from ", observe_from, " is outside the entry's ", n, " tokens"));
+  }
+  if (static_cast<int64_t>(mass_size) < entry.start_pos + n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention mass holds ", mass_size, " positions, the entry reaches ", entry.start_pos + n));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ForwardPass::ObserveAttention(const kernels::KvArenaView& /*kv*/,
                                            const SeqBatchEntry& /*entry*/, int64_t /*observe_from*/,
                                            std::span<float> /*mass*/) {
-  return absl::UnimplementedError(
-      absl::StrCat("the ", device().ToString(),
-                   " backend cannot observe attention weights (the score compaction policy "
-                   "runs on the cpu backend; use window or summarize)"));
+  return absl::UnimplementedError(absl::StrCat(
+      "the ", device().ToString(),
+      " backend cannot observe attention weights (the score compaction policy needs them)"));
 }
 
 }  // namespace mnemo::engine

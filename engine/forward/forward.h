@@ -104,6 +104,9 @@ struct StepPlan {
   kernels::BatchSeqs Seqs() const;
 };
 
+// ForwardPass::ObserveAttention's argument checks (InvalidArgument naming the bad one).
+absl::Status ValidateObserve(const SeqBatchEntry& entry, int64_t observe_from, size_t mass_size);
+
 // The model's RoPE frequencies and magnitude scale (kernels/ops.h RopeTable).
 kernels::RopeTable ModelRopeTable(const ModelConfig& c, const ModelWeights& w);
 

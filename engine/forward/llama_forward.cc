@@ -135,16 +135,7 @@ absl::Status LlamaForward::Forward(const kernels::KvArenaView& kv,
 absl::Status LlamaForward::ObserveAttention(const kernels::KvArenaView& kv,
                                             const SeqBatchEntry& entry, int64_t observe_from,
                                             std::span<float> mass) {
-  const auto n = static_cast<int64_t>(entry.tokens.size());
-  if (observe_from < 0 || observe_from >= n) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("observe_from ", observe_from, " is outside the entry's ", n, " tokens"));
-  }
-  if (static_cast<int64_t>(mass.size()) < entry.start_pos + n) {
-    return absl::InvalidArgumentError(absl::StrCat("attention mass holds ", mass.size(),
-                                                   " positions, the entry reaches ",
-                                                   entry.start_pos + n));
-  }
+  if (absl::Status st = ValidateObserve(entry, observe_from, mass.size()); !st.ok()) return st;
   SeqBatchEntry e = entry;
   e.logits = LogitRows::kNone;
   observe_from_ = observe_from;

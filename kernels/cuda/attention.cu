@@ -314,6 +314,65 @@ dim3 ToDim3(const cuda::Dim3& d) {
   return dim3(static_cast<unsigned>(d.x), static_cast<unsigned>(d.y), static_cast<unsigned>(d.z));
 }
 
+// AttentionMass: one block per (observed row, head). Three passes over the row's keys, each
+// thread taking every kMassThreads-th key: the largest score, the softmax's sum, then each
+// key's weight added to mass[key] (float atomics: the sum's order, and so its last bits,
+// vary from run to run, unlike the CPU version's).
+constexpr int kMassThreads = 256;
+
+__device__ float BlockReduce(float v, float* shared, bool take_max) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int stride = kMassThreads / 2; stride > 0; stride /= 2) {
+    if (static_cast<int>(threadIdx.x) < stride) {
+      const float a = shared[threadIdx.x];
+      const float b = shared[threadIdx.x + stride];
+      shared[threadIdx.x] = take_max ? fmaxf(a, b) : a + b;
+    }
+    __syncthreads();
+  }
+  const float out = shared[0];
+  __syncthreads();
+  return out;
+}
+
+template <bool kF16>
+__global__ void __launch_bounds__(kMassThreads)
+    AttentionMassKernel(AttentionParams p, int64_t first_row, float* mass) {
+  __shared__ float q[cuda::kAttnMaxHeadDim];
+  __shared__ float reduce[kMassThreads];
+  const int64_t r = first_row + blockIdx.x;
+  const int h = static_cast<int>(blockIdx.y);
+  const int s = SeqOfRow(p.seqs.q_start, p.seqs.n_seqs, r);
+  if (s < 0) return;  // the same for the whole block
+  const KvLayout& l = p.kv.layout;
+  const int hd = l.head_dim;
+  const int g = h / (p.n_heads / l.n_kv_heads);
+  const int64_t pos = p.seqs.positions[r];
+  const int64_t lo = AttnKeyLo(pos, p.sliding_window);
+  const int64_t hi = AttnKeyHi(pos, p.seqs.kv_len[s]);
+  if (hi < lo) return;
+  for (int d = threadIdx.x; d < hd; d += kMassThreads) q[d] = p.q[r * p.ldq + int64_t{h} * hd + d];
+  __syncthreads();
+  const int32_t* table = p.seqs.block_table + p.seqs.table_start[s];
+  const auto* arena = reinterpret_cast<const uint16_t*>(p.kv.base);
+  auto score = [&](int64_t j) {
+    const uint16_t* k = arena + KvRowIndex(l, table, p.layer, 0, g, j);
+    float dot = 0.0f;
+    for (int d = 0; d < hd; ++d) dot += q[d] * KvToF32<kF16>(k[d]);
+    return p.scale * dot;
+  };
+  float m = -INFINITY;
+  for (int64_t j = lo + threadIdx.x; j <= hi; j += kMassThreads) m = fmaxf(m, score(j));
+  m = BlockReduce(m, reduce, /*take_max=*/true);
+  float sum = 0.0f;
+  for (int64_t j = lo + threadIdx.x; j <= hi; j += kMassThreads) sum += __expf(score(j) - m);
+  sum = BlockReduce(sum, reduce, /*take_max=*/false);
+  for (int64_t j = lo + threadIdx.x; j <= hi; j += kMassThreads) {
+    atomicAdd(mass + j, __expf(score(j) - m) / sum);
+  }
+}
+
 }  // namespace
 
 int CudaKvWrite(const KvWriteParams& p, int64_t total_rows, void* stream) {
@@ -397,6 +456,31 @@ int CudaPagedAttention(const AttentionParams& p, int64_t total_rows, int64_t max
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
+}
+
+int CudaAttentionMass(const AttentionParams& p, int64_t first_row, int64_t total_rows, float* mass,
+                      void* stream) {
+  if (total_rows < 0 || first_row < 0) return cudaErrorInvalidValue;
+  if (first_row >= total_rows) return cudaSuccess;
+  const KvLayout& l = p.kv.layout;
+  if (!ValidLayout(p.kv, p.layer) || !ValidSeqs(p.seqs) || p.seqs.kv_len == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  if (l.head_dim > cuda::kAttnMaxHeadDim || p.n_heads < 1 || p.n_heads % l.n_kv_heads != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (p.q == nullptr || mass == nullptr || p.ldq < int64_t{p.n_heads} * l.head_dim ||
+      !Aligned(p.q, 4) || !Aligned(mass, 4)) {
+    return cudaErrorInvalidValue;
+  }
+  const dim3 grid(static_cast<unsigned>(total_rows - first_row), static_cast<unsigned>(p.n_heads));
+  auto* st = static_cast<cudaStream_t>(stream);
+  if (l.dtype == DType::kF16) {
+    AttentionMassKernel<true><<<grid, kMassThreads, 0, st>>>(p, first_row, mass);
+  } else {
+    AttentionMassKernel<false><<<grid, kMassThreads, 0, st>>>(p, first_row, mass);
+  }
+  return static_cast<int>(cudaGetLastError());
 }
 
 }  // namespace mnemo::kernels

@@ -54,4 +54,13 @@ int CudaKvWrite(const KvWriteParams& p, int64_t total_rows, void* stream);
 int CudaPagedAttention(const AttentionParams& p, int64_t total_rows, int64_t max_kv_len,
                        void* scratch, int64_t scratch_bytes, void* stream);
 
+// AttentionMass on the device (kernels/attention.h): adds to mass[pos] (a DEVICE array of
+// at least the largest kv_len floats) the softmax weights that every query row from
+// first_row to total_rows - 1 and every head give each key, f32 throughout; the additions
+// are atomic, so the last bits vary from run to run. Invalid as CudaPagedAttention's
+// arguments (no `out`), a null or unaligned mass, or first_row < 0; first_row >= total_rows
+// enqueues nothing.
+int CudaAttentionMass(const AttentionParams& p, int64_t first_row, int64_t total_rows, float* mass,
+                      void* stream);
+
 }  // namespace mnemo::kernels

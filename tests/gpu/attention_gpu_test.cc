@@ -439,5 +439,58 @@ TEST(AttentionGpuTest, RejectsBadArgumentsWithoutLaunching) {
   EXPECT_EQ(CudaKvWrite(w, -1, nullptr), kInvalid);
 }
 
+// CudaAttentionMass against the CPU's AttentionMass over the same fixture: f32 scores and
+// atomic sums on the device, so a small relative tolerance rather than the same bits.
+TEST(AttentionGpuTest, AttentionMassMatchesTheCpu) {
+  REQUIRE_CUDA_DEVICE();
+  for (int window : {0, 5}) {
+    for (DType t : {DType::kF16, DType::kBF16}) {
+      AttnCase c;
+      c.n_heads = 9;
+      c.n_kv_heads = 3;
+      c.dtype = t;
+      c.sliding_window = window;
+      c.seqs = {{300, 40}};
+      c.kv_scale = 2.0f;
+      SCOPED_TRACE(c.Name());
+      AttnFixture f(c);
+      std::vector<float> host_out = f.NewOut();
+      const AttentionParams h = f.Params(host_out.data());
+      std::vector<float> want(300, 0.0f);
+      AttentionMass(h, 8, want.data());
+      DeviceArrays dev;
+      AttentionParams d = h;
+      d.kv.base =
+          dev.Copy(h.kv.base, static_cast<size_t>(h.kv.n_slots * h.kv.layout.block_bytes()));
+      d.seqs = UploadSeqs(h.seqs, f.rows(), &dev);
+      d.q = dev.Copy(h.q, static_cast<size_t>(f.rows() * h.ldq));
+      d.out = nullptr;
+      std::vector<float> got(300, 0.0f);
+      float* d_mass = dev.Copy(got.data(), got.size());
+      ASSERT_EQ(CudaAttentionMass(d, 8, f.rows(), d_mass, nullptr), 0);
+      ASSERT_CUDA_OK(cudaDeviceSynchronize());
+      Download(&got, d_mass);
+      for (size_t j = 0; j < got.size(); ++j) {
+        EXPECT_NEAR(got[j], want[j], 1e-4 * (1.0 + want[j])) << "key " << j;
+      }
+    }
+  }
+}
+
+TEST(AttentionGpuTest, AttentionMassRefusesBadArguments) {
+  AttnCase c;
+  c.seqs = {{20, 4}};
+  AttnFixture f(c);
+  std::vector<float> out = f.NewOut();
+  const AttentionParams p = f.Params(out.data());
+  float mass[20];
+  EXPECT_EQ(CudaAttentionMass(p, -1, f.rows(), mass, nullptr), kInvalid);
+  EXPECT_EQ(CudaAttentionMass(p, 0, f.rows(), nullptr, nullptr), kInvalid);
+  AttentionParams bad = p;
+  bad.n_heads = 5;  // not a multiple of the KV heads
+  EXPECT_EQ(CudaAttentionMass(bad, 0, f.rows(), mass, nullptr), kInvalid);
+  EXPECT_EQ(CudaAttentionMass(p, f.rows(), f.rows(), mass, nullptr), 0);  // nothing observed
+}
+
 }  // namespace
 }  // namespace mnemo::kernels

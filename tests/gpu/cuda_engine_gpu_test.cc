@@ -154,5 +154,55 @@ TEST(CudaEngineTest, WindowCompactionOnTheDevice) {
   EXPECT_TRUE(e->CheckInvariants().ok()) << e->CheckInvariants();
 }
 
+// Score and summarize compactions of a session in device memory. Score: the device probe's
+// attention mass (f32, atomic sums) picks the same tokens as a CPU engine's up to near-ties
+// (at least 90 % of the kept tokens in common), and the moved keys sit at their new
+// positions; summarize: the summary is the same greedy text as a CPU engine writes (the
+// forward passes agree on the greedy token, CudaForwardTest), and the session goes on.
+TEST(CudaEngineTest, ScoreAndSummarizeOnTheDevice) {
+  REQUIRE_CUDA_DEVICE();
+  auto model = TestModel(Architecture::kLlama, 256);
+  EngineOptions o = GpuOptions(testing::MakeTempDir() + "/state");
+  o.compaction.summary_max_tokens = 12;
+  o.compaction.summary_prompt = "Summary:";
+  auto e = MakeEngine(*model, o);
+  ASSERT_NE(e, nullptr);
+  EngineOptions cpu_options = o;
+  cpu_options.device = {};
+  cpu_options.state_dir = testing::MakeTempDir() + "/cpu";
+  auto cpu = MakeEngine(*model, cpu_options);
+  ASSERT_NE(cpu, nullptr);
+  const std::vector<TokenId> all = testing::SomeTokens(200, kTestModelVocabSize, 17);
+  std::vector<std::vector<TokenId>> kept;
+  for (Engine* engine : {e.get(), cpu.get()}) {
+    const std::string id = SessionWithKv(*engine, all);
+    auto info = engine->Compact("t", id, cache::CompactionPolicy::kScore, 70);
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->n_tokens, 70);
+    kept.push_back(Tokens(*engine, "t", id));
+  }
+  int64_t common = 0;
+  for (size_t i = 0; i < kept[0].size(); ++i) {
+    common += std::find(kept[1].begin(), kept[1].end(), kept[0][i]) != kept[1].end();
+  }
+  EXPECT_GE(common, 63) << "of 70 kept tokens";
+  const std::string on_gpu = SessionWithKv(*e, all);
+  ASSERT_TRUE(e->Compact("t", on_gpu, cache::CompactionPolicy::kScore, 70).ok());
+  ExpectKeysAtTheirNewPositions(*e, *model, on_gpu, 70, 4);
+
+  std::vector<std::string> summaries;
+  for (Engine* engine : {e.get(), cpu.get()}) {
+    const std::string id = SessionWithKv(*engine, all);
+    auto info = engine->Compact("t", id, cache::CompactionPolicy::kSummarize, 120);
+    ASSERT_TRUE(info.ok()) << info.status();
+    summaries.push_back(info->compaction_log.at(0).summary);
+    const TurnResult r = Await(
+        engine->Continue("t", id, TokenTurn(testing::SomeTokens(20, kTestModelVocabSize, 8), 4)));
+    ASSERT_TRUE(r.status.ok()) << r.status;
+  }
+  EXPECT_EQ(summaries[0], summaries[1]);
+  EXPECT_TRUE(e->CheckInvariants().ok()) << e->CheckInvariants();
+}
+
 }  // namespace
 }  // namespace mnemo::engine
