@@ -17,7 +17,8 @@
 //
 // Usage: mnemo_compaction_eval [--model=PATH] [--text=PATH] [--context=N] [--eval-tokens=N]
 //   [--samples=N] [--budgets=0.25,0.5] [--policies=window,score,summarize] [--trials=N]
-//   [--long-factor=N] [--turn-tokens=N] [--threads=N] [--json] [--quick]
+//   [--long-factor=N] [--turn-tokens=N] [--parts=perplexity,retrieval,long] [--threads=N]
+//   [--json] [--quick]
 // --text: plain English text (default: the King James Bible's Genesis as `bible` from the
 // Debian packages bible-kjv and bible-kjv-text prints it; tools/setup.sh installs them).
 // --context: tokens of context (default: the model's context length - eval tokens). --quick:
@@ -69,6 +70,7 @@ struct Flags {
                                                    cache::CompactionPolicy::kScore,
                                                    cache::CompactionPolicy::kSummarize};
   int trials = 4;
+  std::vector<std::string> parts = {"perplexity", "retrieval", "long"};
   int long_factor = 4;
   int turn_tokens = 256;
   int threads = 0;
@@ -79,7 +81,8 @@ struct Flags {
 constexpr char kUsage[] =
     "usage: mnemo_compaction_eval [--model=PATH] [--text=PATH] [--context=N] [--eval-tokens=N]\n"
     "  [--samples=N] [--budgets=0.25,0.5] [--policies=window,score,summarize] [--trials=N]\n"
-    "  [--long-factor=N] [--turn-tokens=N] [--threads=N] [--json] [--quick]\n";
+    "  [--long-factor=N] [--turn-tokens=N] [--parts=perplexity,retrieval,long] [--threads=N]\n"
+    "  [--json] [--quick]\n";
 
 void Progress(const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); }
 
@@ -128,6 +131,14 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
                                                          " (want window, score or summarize)"));
         }
         f.policies.push_back(*p);
+      }
+    } else if (name == "--parts" && eq != std::string::npos) {
+      f.parts = absl::StrSplit(value, ',');
+      for (const std::string& part : f.parts) {
+        if (part != "perplexity" && part != "retrieval" && part != "long") {
+          return absl::InvalidArgumentError(absl::StrCat("bad part \"", part, "\" in ", a,
+                                                         " (want perplexity, retrieval or long)"));
+        }
       }
     } else if (name == "--context" && numeric) {
       f.context = v;
@@ -473,17 +484,26 @@ absl::Status RunEval(const Flags& f) {
       {"samples", f.samples},
       {"trials", f.trials},
       {"quick", f.quick}};
-  auto ppl = Perplexity(**e, f, text, C);
-  if (!ppl.ok()) return ppl.status();
-  j["perplexity"] = *ppl;
-  auto ret = Retrieval(**e, f, text, C);
-  if (!ret.ok()) return ret.status();
-  j["retrieval"] = *ret;
+  const auto wanted = [&](const char* part) {
+    return std::find(f.parts.begin(), f.parts.end(), part) != f.parts.end();
+  };
+  j["perplexity"] = json::array();
+  j["retrieval"] = json::array();
   j["long"] = json::array();
+  if (wanted("perplexity")) {
+    auto ppl = Perplexity(**e, f, text, C);
+    if (!ppl.ok()) return ppl.status();
+    j["perplexity"] = *ppl;
+  }
+  if (wanted("retrieval")) {
+    auto ret = Retrieval(**e, f, text, C);
+    if (!ret.ok()) return ret.status();
+    j["retrieval"] = *ret;
+  }
   // (Policy none runs until the model's context is full: left out of --quick.)
   std::vector<cache::CompactionPolicy> long_policies = f.policies;
   if (!f.quick) long_policies.push_back(cache::CompactionPolicy::kNone);
-  for (auto p : long_policies) {
+  for (auto p : wanted("long") ? long_policies : std::vector<cache::CompactionPolicy>{}) {
     Progress(absl::StrCat("long session, policy ", AsAbsl(cache::CompactionPolicyName(p))));
     auto l = LongSession(**e, f, text, p, C);
     if (!l.ok()) return l.status();

@@ -478,9 +478,12 @@ absl::StatusOr<Engine::Impl::Compacted> Engine::Impl::SummarizeSession(SessionSt
                                                    " tokens (the instruction takes ", ask_n,
                                                    ", context length ", ctx, ")"));
   }
+  // At a turn boundary if one is near: it may take at most half of what the recent part
+  // would keep (a long single turn is cut inside, not summarized whole).
   int64_t cut = bound;
+  const int64_t near = std::min(last, bound + (n - bound) / 2);
   for (const cache::SessionTurn& t : s->turns) {
-    if (t.token_start >= bound && t.token_start <= last) {
+    if (t.token_start >= bound && t.token_start <= near) {
       cut = t.token_start;
       break;
     }

@@ -80,6 +80,9 @@ TEST(CompactionEval, BadFlagsAreClearErrors) {
   r = testing::RunCommand({binary, "--policies=window,none"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("bad policy \"none\""), std::string::npos) << r.err;
+  r = testing::RunCommand({binary, "--parts=perplexity,speed"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("bad part \"speed\""), std::string::npos) << r.err;
   r = testing::RunCommand({binary, "--text=/nonexistent/text", "--quick"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("/nonexistent/text"), std::string::npos) << r.err;
