@@ -225,12 +225,4 @@ absl::Status ValidateObserve(const SeqBatchEntry& entry, int64_t observe_from, s
   return absl::OkStatus();
 }
 
-absl::Status ForwardPass::ObserveAttention(const kernels::KvArenaView& /*kv*/,
-                                           const SeqBatchEntry& /*entry*/, int64_t /*observe_from*/,
-                                           std::span<float> /*mass*/) {
-  return absl::UnimplementedError(absl::StrCat(
-      "the ", device().ToString(),
-      " backend cannot observe attention weights (the score compaction policy needs them)"));
-}
-
 }  // namespace mnemo::engine

@@ -146,9 +146,9 @@ class ForwardPass {
   // that the queries of entry.tokens[observe_from..], in every layer and head, give each
   // position pos (kernels::AttentionMass). mass.size() must be at least entry.start_pos +
   // entry.tokens.size(). Errors: those of Forward; InvalidArgument for a short `mass` or an
-  // observe_from outside the tokens; Unimplemented on a backend without the probe.
+  // observe_from outside the tokens (ValidateObserve).
   virtual absl::Status ObserveAttention(const kernels::KvArenaView& kv, const SeqBatchEntry& entry,
-                                        int64_t observe_from, std::span<float> mass);
+                                        int64_t observe_from, std::span<float> mass) = 0;
 };
 
 // The forward pass of `opts.device` for `model` (which must outlive it). InvalidArgument

@@ -70,6 +70,34 @@ std::vector<float> ProbeMass(const Model& model, const std::vector<TokenId>& tok
   return mass;
 }
 
+// The probe's arguments are checked before anything runs.
+TEST(CompactionPolicies, ObserveAttentionRefusesBadArguments) {
+  auto model = TestModel(Architecture::kLlama, kCtx);
+  auto fwd = LlamaForward::Create(*model, {.threads = 1});
+  ASSERT_TRUE(fwd.ok()) << fwd.status();
+  auto pool = cache::BlockPool::Create(
+      {.layout = (*fwd)->KvLayoutFor(kernels::DType::kF16), .budget_bytes = 4 << 20});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  cache::BlockTable table;
+  ASSERT_TRUE(table.Reserve(**pool, 20));
+  const std::vector<TokenId> tokens = testing::SomeTokens(20, kTestModelVocabSize, 3);
+  const SeqBatchEntry e = {.tokens = tokens, .start_pos = 0, .table = &table};
+  std::vector<float> mass(20, 0.0f);
+  const absl::Status past = (*fwd)->ObserveAttention((*pool)->view(), e, 20, mass);
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(past.message(), HasSubstr("observe_from 20"));
+  const absl::Status shortm =
+      (*fwd)->ObserveAttention((*pool)->view(), e, 4, std::span(mass).first(19));
+  EXPECT_EQ(shortm.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(shortm.message(), HasSubstr("holds 19 positions"));
+  EXPECT_TRUE((*fwd)->ObserveAttention((*pool)->view(), e, 4, mass).ok());
+  float total = 0.0f;
+  for (float m : mass) total += m;
+  // 16 observed rows x 4 heads x 2 layers, one unit of attention each.
+  EXPECT_NEAR(total, 16 * 4 * 2, 1e-3);
+  table.Release(**pool);
+}
+
 // Score: the dropped ranges are ScoreCut of the observation window's attention (recomputed
 // here independently: the probe recomputes only the window, on top of the session's KV, and
 // gets the same bits); the kept tokens' layer-0 keys equal keys computed directly at their new
